@@ -1,0 +1,90 @@
+"""Every konspekt setting, read once from the environment (compose's ``.env``, or the Makefile).
+
+Nothing else in the bundle reads the environment. Per-run choices (model, language,
+...) are Airflow Params whose defaults come from here, so the UI can override them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[2]  # the repository: dags/ sits at its top
+CONTAINER_DATA = "/data"  # the data root as every task container (and every stage argv) sees it
+CONTAINER_CACHE = "/root/.cache"
+
+# Which image runs which stage: one image per stage family (see images/).
+STAGE_IMAGES = {
+    "extract_audio": "audio",
+    "transcribe": "asr",
+    "summarize": "summarize",
+    "features": "features",
+    "render_pdf": "report",
+}
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(f"KONSPEKT_{name}")
+    return default if value in (None, "") else value
+
+
+def _flag(name: str, default: bool) -> bool:
+    return _env(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    runner: str = field(default_factory=lambda: _env("RUNNER", "local"))  # "local" | "docker"
+    # The data root as *this* Airflow process sees it (compose: /opt/airflow/data).
+    data_root: Path = field(default_factory=lambda: Path(_env("DATA_ROOT", str(BUNDLE_ROOT / "data"))).resolve())
+    # The model cache in local mode; task containers mount it at /root/.cache.
+    cache_dir: Path = field(default_factory=lambda: Path(_env("CACHE_DIR", str(BUNDLE_ROOT / "cache"))).resolve())
+    # local runner: the interpreter that has `konspekt[all]` installed
+    local_python: str = field(default_factory=lambda: _env("LOCAL_PYTHON", sys.executable))
+    # docker runner
+    docker_url: str = field(default_factory=lambda: _env("DOCKER_URL", "tcp://docker-proxy:2375"))
+    data_mount_source: str = field(default_factory=lambda: _env("DATA_MOUNT_SOURCE", "/data"))  # as the daemon sees it
+    cache_mount_source: str = field(default_factory=lambda: _env("CACHE_MOUNT_SOURCE", "/cache"))
+    image_prefix: str = field(default_factory=lambda: _env("IMAGE_PREFIX", "konspekt"))
+    image_tag: str = field(default_factory=lambda: _env("IMAGE_TAG", "latest"))
+    docker_user: str = field(default_factory=lambda: _env("DOCKER_USER", ""))  # "uid:gid" of the host user
+    gpu: bool = field(default_factory=lambda: _flag("GPU", False))
+    # per-run defaults (editable as Params when triggering)
+    whisper_model: str = field(default_factory=lambda: _env("WHISPER_MODEL", "small"))
+    language: str = field(default_factory=lambda: _env("LANGUAGE", "auto"))
+    device: str = field(default_factory=lambda: _env("DEVICE", "auto"))
+    summary_method: str = field(default_factory=lambda: _env("SUMMARY_METHOD", "auto"))
+    summary_model: str = field(default_factory=lambda: _env("SUMMARY_MODEL", "slauw87/bart_summarisation"))
+    keep_byproducts: bool = field(default_factory=lambda: _flag("KEEP_BYPRODUCTS", False))
+    # the watch folder
+    schedule: str | None = field(default_factory=lambda: _env("SCHEDULE", "@continuous") or None)
+    sensor_mode: str = field(default_factory=lambda: _env("SENSOR_MODE", "deferrable"))  # | reschedule | poke
+    poke_seconds: float = field(default_factory=lambda: float(_env("POKE_SECONDS", "5")))
+    stable_seconds: float = field(default_factory=lambda: float(_env("STABLE_SECONDS", "5")))
+    claim_wait_seconds: float = field(default_factory=lambda: float(_env("CLAIM_WAIT_SECONDS", "60")))
+    retries: int = field(default_factory=lambda: int(_env("RETRIES", "2")))
+    fs_conn_id: str = "konspekt_data"
+
+    def image_for(self, stage: str) -> str:
+        return f"{self.image_prefix}-{STAGE_IMAGES[stage]}:{self.image_tag}"
+
+    def to_local(self, path: str) -> Path:
+        """A container path under /data as this process sees it."""
+        return self.data_root / Path(path).relative_to(CONTAINER_DATA)
+
+    def to_container(self, path: Path) -> str:
+        return f"{CONTAINER_DATA}/{Path(path).resolve().relative_to(self.data_root).as_posix()}"
+
+    def expose_connection(self) -> None:
+        """Define the FileSensor's connection from the data root, unless the operator defined it."""
+        os.environ.setdefault(
+            f"AIRFLOW_CONN_{self.fs_conn_id.upper()}",
+            json.dumps({"conn_type": "fs", "extra": {"path": str(self.data_root)}}),
+        )
+
+
+settings = Settings()
+settings.expose_connection()

@@ -1,0 +1,110 @@
+"""
+### Lecture video → PDF notes
+
+Drop a video (or an audio file) into **`airflow/data/input`**. This DAG waits for it,
+claims it once it has finished copying, and for each claimed file runs:
+
+```
+extract_audio → transcribe → summarize ┐
+                           → features  ┴→ render_pdf → finalize
+```
+
+Results land in `output/<video name>/`: `report.pdf`, `transcript.{txt,srt,vtt,json}`,
+`summary.json`, `features.{csv,json}` and `manifest.json`. The original file is archived
+in `processed/`; a file that cannot be processed goes to `failed/<name>/` with an
+`error.json` that says why, and never stops the other videos.
+
+Params below override the configured defaults for one run (e.g. a larger Whisper model).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.sensors.filesystem import FileSensor
+from airflow.sdk import Param, dag, get_current_context, task, task_group
+
+from konspekt_dags.factory import stage_task
+from konspekt_dags.settings import settings
+
+
+@dag(
+    dag_id="lecture_to_pdf",
+    schedule=settings.schedule,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["konspekt", "inference"],
+    default_args={"retries": settings.retries, "retry_delay": timedelta(seconds=20)},
+    params={
+        "whisper_model": Param(settings.whisper_model, type="string",
+                               description="faster-whisper model name (tiny … large-v3) or a local CTranslate2 folder"),
+        "language": Param(settings.language, type="string", description="auto, or an ISO code such as en or ru"),
+        "device": Param(settings.device, enum=["auto", "cpu", "cuda"]),
+        "summary_method": Param(settings.summary_method, enum=["auto", "abstractive", "extractive"],
+                                description="auto: abstractive when the model is downloaded, else extractive"),
+        "summary_model": Param(settings.summary_model, type="string", description="seq2seq model id or folder"),
+        "keep_byproducts": Param(settings.keep_byproducts, type="boolean", description="keep audio.wav in output"),
+    },
+)
+def lecture_to_pdf():
+    wait_for_video = FileSensor(
+        task_id="wait_for_video",
+        fs_conn_id=settings.fs_conn_id,
+        filepath="input/[!.~]*",  # hidden and editor lock files never wake the DAG
+        poke_interval=settings.poke_seconds,
+        deferrable=settings.sensor_mode == "deferrable",
+        mode="reschedule" if settings.sensor_mode == "reschedule" else "poke",
+        retries=0,
+    )
+
+    @task(retries=0)
+    def claim() -> list[str]:
+        """Move complete files from input/ into their own processing/ folders."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from konspekt import inbox
+
+        claims = inbox.claim(settings.data_root, stable_seconds=settings.stable_seconds,
+                             wait_seconds=settings.claim_wait_seconds)
+        if not claims:
+            raise AirflowSkipException("only files still being copied (or temp files) are in input/")
+        for c in claims:
+            print(f"claimed {c.name!r} ({c.size} bytes) -> {c.video_dir}")
+        return [settings.to_container(c.video_dir) for c in claims]
+
+    @task(trigger_rule="all_done")
+    def finalize(video_dir: str) -> dict:
+        """Publish to output/, or quarantine in failed/ with error.json; fails the task for a bad file."""
+        from dataclasses import asdict
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from konspekt import inbox
+
+        keep = bool(get_current_context()["params"]["keep_byproducts"])
+        outcome = inbox.finalize(settings.data_root, settings.to_local(video_dir), keep_byproducts=keep)
+        if outcome.status != "ok":
+            raise AirflowFailException(f"{outcome.name}: {outcome.reason} ({outcome.stage}); "
+                                       f"the file was moved to {outcome.destination}/")
+        print(f"{outcome.name} -> {outcome.destination}/report.pdf")
+        return asdict(outcome)
+
+    @task_group
+    def process(video_dir: str):
+        audio = stage_task("extract_audio", video_dir)
+        text = stage_task("transcribe", video_dir, "--model", "{{ params.whisper_model }}",
+                          "--language", "{{ params.language }}", "--device", "{{ params.device }}", gpu=True)
+        summary = stage_task("summarize", video_dir, "--method", "{{ params.summary_method }}",
+                             "--model", "{{ params.summary_model }}", "--device", "{{ params.device }}")
+        voice = stage_task("features", video_dir)
+        report = stage_task("render_pdf", video_dir)
+        audio >> text >> [summary, voice] >> report >> finalize(video_dir)
+
+    videos = claim()
+    wait_for_video >> videos
+    process.expand(video_dir=videos)
+
+
+lecture_to_pdf()

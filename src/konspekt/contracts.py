@@ -1,0 +1,110 @@
+"""What stages exchange: plain dataclasses that round-trip through JSON.
+
+Every stage reads the JSON files written by the stages before it and writes its
+own. Keeping the shapes here means the transcript a PDF is rendered from is the
+same object the transcriber produced, not a dict someone re-guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUS_OK = "ok"
+STATUS_BAD_INPUT = "bad_input"
+STATUS_ERROR = "error"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    text: str
+    probability: float | None = None
+
+
+@dataclass
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Segment:
+        words = [Word(**w) for w in data.get("words", [])]
+        return cls(**{**data, "words": words})
+
+
+@dataclass
+class Transcript:
+    language: str
+    language_probability: float | None
+    duration: float
+    model: str
+    segments: list[Segment]
+    backend: str = "faster-whisper"
+    word_timestamps: str = "faster-whisper"  # how word times were obtained
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Transcript:
+        segments = [Segment.from_dict(s) for s in data.get("segments", [])]
+        return cls(**{**data, "segments": segments})
+
+    @classmethod
+    def load(cls, path: Path) -> Transcript:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass
+class Summary:
+    method: str  # "abstractive" | "extractive"
+    model: str
+    text: str
+    language: str | None = None
+    chunks: int = 1
+    note: str | None = None  # why a fallback happened, shown in the report
+
+    @classmethod
+    def load(cls, path: Path) -> Summary:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass
+class StageResult:
+    """The last line a stage prints on stdout, also kept as ``stages/<stage>.json``."""
+
+    stage: str
+    status: str
+    outputs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    message: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return {STATUS_OK: EXIT_OK, STATUS_BAD_INPUT: EXIT_BAD_INPUT}.get(self.status, EXIT_ERROR)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def load(cls, path: Path) -> StageResult:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def to_jsonable(obj: Any) -> Any:
+    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj

