@@ -97,7 +97,7 @@ def lecture_to_pdf():
         text = stage_task("transcribe", video_dir, "--model", "{{ params.whisper_model }}",
                           "--language", "{{ params.language }}", "--device", "{{ params.device }}", gpu=True)
         summary = stage_task("summarize", video_dir, "--method", "{{ params.summary_method }}",
-                             "--model", "{{ params.summary_model }}", "--device", "{{ params.device }}")
+                             "--model", "{{ params.summary_model }}", "--device", "{{ params.device }}", gpu=True)
         voice = stage_task("features", video_dir)
         report = stage_task("render_pdf", video_dir)
         audio >> text >> [summary, voice] >> report >> finalize(video_dir)

@@ -23,7 +23,7 @@ from konspekt.stage import BadInput, log, main_for
 DEFAULT_MODEL = "slauw87/bart_summarisation"
 DEFAULT_EXTRACTIVE = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH_SIZE = 4
-MAX_ROUNDS = 4  # reduce rounds; each one shrinks the text, this only guards a model that does not
+MAX_ROUNDS = 6  # reduce rounds: each shrinks the text ~6x for BART; the cap guards a model that does not
 LIMIT_MARGIN = 4  # tokens kept free under the model's input limit
 MAX_SENTENCE_WORDS = 60  # longer "sentences" are text without punctuation: cut into word windows
 UNLIMITED = 1_000_000  # tokenizers without a real limit report 1e30

@@ -1,0 +1,49 @@
+# konspekt — the commands a person runs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch. On a machine that reaches the PyTorch index, a lighter
+# install is: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help system-deps install demo test test-fast airflow-ui
+
+help:
+	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
+	@echo "make demo VIDEO=path/to/lecture.mp4    the same on your own video"
+	@echo "make test        the test suite (offline; what CI runs)"
+	@echo "make airflow-ui  Airflow standalone on http://127.0.0.1:8080 with the local runner"
+
+system-deps:
+	@missing=""; for b in ffmpeg ffprobe espeak-ng pdftotext; do command -v $$b >/dev/null || missing=1; done; \
+	 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing=1; \
+	 if [ -n "$$missing" ]; then \
+	   $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	 fi
+
+# One environment with Airflow and every stage's extra: what the local runner uses.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e ".[all,airflow,test]"
+	touch $@
+
+install: system-deps $(VENV)/.installed
+
+demo: install
+	@$(PY) airflow/demo.py $(VIDEO)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+airflow-ui: install
+	airflow/run-local.sh airflow standalone
+

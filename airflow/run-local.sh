@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run an Airflow command against this DAG bundle in local mode: no Docker, SQLite in airflow/home.
+#   airflow/run-local.sh airflow dags test lecture_to_pdf
+#   airflow/run-local.sh airflow standalone        # the UI on http://localhost:8080
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+export PATH="$VENV/bin:$PATH"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/airflow/home}"
+export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"   # the UI listens on loopback only
+export KONSPEKT_RUNNER="${KONSPEKT_RUNNER:-local}"
+mkdir -p "$AIRFLOW_HOME"
+if [ ! -f "$AIRFLOW_HOME/airflow.db" ]; then
+  airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
+fi
+exec "$@"

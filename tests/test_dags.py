@@ -1,0 +1,91 @@
+"""DAG integrity: the bundle imports cleanly, is wired as documented, and docker mode gets the right arguments."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS = ROOT / "dags"
+
+
+def load_dagbag(monkeypatch, **env):
+    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    for key, value in env.items():
+        monkeypatch.setenv(f"KONSPEKT_{key}", value)
+    for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
+        del sys.modules[name]  # settings are read once per process: start from a clean import
+    monkeypatch.syspath_prepend(str(DAGS))
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors_and_the_task_graph(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path))
+    assert bag.import_errors == {}
+    dag = bag.dags["lecture_to_pdf"]
+    assert dag.doc_md and "airflow/data/input" in dag.doc_md
+    assert set(dag.task_ids) == {
+        "wait_for_video", "claim", "process.extract_audio", "process.transcribe", "process.summarize",
+        "process.features", "process.render_pdf", "process.finalize"}
+    down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert down["wait_for_video"] == {"claim"}
+    assert down["process.extract_audio"] == {"process.transcribe"}
+    assert down["process.transcribe"] == {"process.summarize", "process.features"}
+    assert down["process.summarize"] == down["process.features"] == {"process.render_pdf"}
+    assert down["process.render_pdf"] == {"process.finalize"}
+    assert dag.get_task("process.finalize").trigger_rule == "all_done"
+    assert set(dag.params) >= {"whisper_model", "language", "device", "summary_method", "summary_model"}
+    sensor = dag.get_task("wait_for_video")
+    assert sensor.fs_conn_id == "konspekt_data" and sensor.filepath.startswith("input/")
+
+
+def test_local_mode_runs_the_stage_argv_with_the_local_interpreter(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="local")
+    task = bag.dags["lecture_to_pdf"].get_task("process.transcribe")
+    assert type(task).__name__ == "LocalStageOperator"
+    assert task.command[:4] == ["python", "-m", "konspekt.stages.transcribe", "--video-dir"]
+    assert "{{ params.whisper_model }}" in task.command
+    from konspekt_dags import local_runner
+
+    assert local_runner.to_local_arg("/data/processing/a b/c") == f"{tmp_path}/processing/a b/c"
+    assert local_runner.to_local_arg("/database") == "/database"
+
+
+def test_docker_mode_operator_arguments(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker", DOCKER_URL="tcp://docker-proxy:2375",
+                      DATA_MOUNT_SOURCE="/srv/konspekt/data", CACHE_MOUNT_SOURCE="/srv/konspekt/cache",
+                      IMAGE_TAG="0.1.0", DOCKER_USER="1000:1000", GPU="true")
+    assert bag.import_errors == {}
+    dag = bag.dags["lecture_to_pdf"]
+    images = {}
+    for stage in ("extract_audio", "transcribe", "summarize", "features", "render_pdf"):
+        op = dag.get_task(f"process.{stage}")
+        assert type(op).__name__ == "DockerOperator"
+        images[stage] = op.image
+        assert op.command[:3] == ["python", "-m", f"konspekt.stages.{stage}"]
+        assert op.docker_url == "tcp://docker-proxy:2375"
+        assert op.mount_tmp_dir is False and op.auto_remove == "success" and op.network_mode == "none"
+        assert op.user == "1000:1000"
+        assert 2 in op.skip_on_exit_code  # bad input skips, it is not retried
+        mounts = {m["Target"]: (m["Source"], m["Type"]) for m in op.mounts}
+        assert mounts == {"/data": ("/srv/konspekt/data", "bind"), "/root/.cache": ("/srv/konspekt/cache", "bind")}
+        gpu = op.device_requests
+        assert (gpu is not None) == (stage in {"transcribe", "summarize"})
+    assert images["transcribe"] == "konspekt-asr:0.1.0" and images["extract_audio"] == "konspekt-audio:0.1.0"
+    assert len(set(images.values())) == 5
+
+
+def test_parsing_imports_nothing_heavy():
+    code = (
+        "import sys, time; sys.path.insert(0, 'dags'); t = time.perf_counter();"
+        "import importlib.util as u; s = u.spec_from_file_location('d', 'dags/lecture_to_pdf.py');"
+        "m = u.module_from_spec(s); s.loader.exec_module(m);"
+        "heavy = [x for x in ('torch', 'transformers', 'faster_whisper', 'opensmile', 'reportlab', 'matplotlib',"
+        " 'docker', 'konspekt.stages') if x in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

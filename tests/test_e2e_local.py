@@ -1,0 +1,72 @@
+"""The inference DAG end to end through Airflow (`airflow dags test`) in local mode.
+
+A good spoken lecture and a broken file are dropped together: the good one must
+become a PDF whose text holds the spoken script, the broken one must land in
+failed/ with its bytes untouched, and neither may stop the other.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from konspekt.sample import SCRIPT, word_error_rate
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dag_run(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model):
+    base = tmp_path_factory.mktemp("e2e")
+    data = base / "data"
+    (data / "input").mkdir(parents=True)
+    good = data / "input" / "Лекция 1 — the 'water' cycle.mp4"
+    bad = data / "input" / "no sound.mp4"
+    shutil.copy(lecture_mp4, good)
+    shutil.copy(silent_video, bad)
+    (data / "input" / "still copying.mp4.part").write_bytes(b"partial")
+    env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
+               KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_WHISPER_MODEL=tiny_en_model,
+               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    (base / "dags-test.log").write_text(proc.stdout + proc.stderr)
+    return data, proc, lecture_mp4.read_bytes(), silent_video.read_bytes()
+
+
+def test_good_video_becomes_a_pdf_with_the_transcript(dag_run):
+    data, proc, _, _ = dag_run
+    out = data / "output" / "Лекция 1 — the 'water' cycle"
+    assert (out / "report.pdf").is_file(), proc.stdout[-3000:]
+    text = subprocess.run(["pdftotext", str(out / "report.pdf"), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    transcript_part = text.split("Transcript", 1)[-1]
+    assert word_error_rate(SCRIPT, transcript_part) <= 0.15
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["text"].strip() and summary["text"].split(".")[0] in " ".join(text.split())
+    for name in ("transcript.json", "transcript.txt", "transcript.srt", "transcript.vtt", "features.csv",
+                 "features.json", "manifest.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "audio.wav").exists()  # a byproduct, dropped unless keep_byproducts
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(s["status"] == "ok" for s in manifest["stages"].values())
+
+
+def test_bad_video_is_quarantined_and_untouched(dag_run):
+    data, _, _, silent_bytes = dag_run
+    failed = data / "failed" / "no sound"
+    assert (failed / "no sound.mp4").read_bytes() == silent_bytes
+    error = json.loads((failed / "error.json").read_text())
+    assert error["stage"] == "extract_audio" and "no audio track" in error["reason"]
+
+
+def test_inputs_are_archived_and_temp_files_left_alone(dag_run):
+    data, _, good_bytes, _ = dag_run
+    [archived] = (data / "processed").rglob("*.mp4")
+    assert archived.read_bytes() == good_bytes
+    assert [p.name for p in (data / "input").iterdir()] == ["still copying.mp4.part"]
+    assert not any((data / "processing").iterdir())
