@@ -34,7 +34,7 @@ def sha256(path: Path) -> str:
 
 def main(argv: list[str]) -> int:
     data_root = Path(os.environ.get("KONSPEKT_DATA_ROOT", ROOT / "data")).resolve()
-    env = dict(os.environ, KONSPEKT_RUNNER="local")
+    env = dict(os.environ, KONSPEKT_RUNNER="local", VENV=str(Path(sys.executable).parent.parent))
     env.setdefault("KONSPEKT_WHISPER_MODEL", packaged_tiny_en())
     env.setdefault("KONSPEKT_STABLE_SECONDS", "2")
     with tempfile.TemporaryDirectory() as tmp:

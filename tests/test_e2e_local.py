@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ def dag_run(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model):
     (data / "input" / "still copying.mp4.part").write_bytes(b"partial")
     env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
                KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_WHISPER_MODEL=tiny_en_model,
-               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1")
+               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
+               VENV=str(Path(sys.executable).parent.parent))  # the venv running the tests
     proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
                           env=env, capture_output=True, text=True, timeout=900)
     (base / "dags-test.log").write_text(proc.stdout + proc.stderr)
