@@ -56,6 +56,8 @@ def lecture_to_pdf():
         poke_interval=settings.poke_seconds,
         deferrable=settings.sensor_mode == "deferrable",
         mode="reschedule" if settings.sensor_mode == "reschedule" else "poke",
+        timeout=settings.sensor_timeout_seconds,
+        soft_fail=True,
         retries=0,
     )
 

@@ -13,6 +13,9 @@ DAGS = ROOT / "dags"
 
 def load_dagbag(monkeypatch, **env):
     monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    # settings.expose_connection() setdefaults this; set it here so monkeypatch removes it afterwards
+    # instead of leaking a temp path into later tests' Airflow subprocesses.
+    monkeypatch.setenv("AIRFLOW_CONN_KONSPEKT_DATA", "fs://")
     for key, value in env.items():
         monkeypatch.setenv(f"KONSPEKT_{key}", value)
     for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:

@@ -33,7 +33,10 @@ def dag_run(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model):
     env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
                KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_WHISPER_MODEL=tiny_en_model,
                KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
+               # poke with a timeout: under `dags test` a deferred sensor ignores its timeout
+               KONSPEKT_SENSOR_MODE="poke", KONSPEKT_SENSOR_TIMEOUT_SECONDS="120",
                VENV=str(Path(sys.executable).parent.parent))  # the venv running the tests
+    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)  # derived from KONSPEKT_DATA_ROOT by settings
     proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
                           env=env, capture_output=True, text=True, timeout=900)
     (base / "dags-test.log").write_text(proc.stdout + proc.stderr)

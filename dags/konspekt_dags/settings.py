@@ -63,6 +63,8 @@ class Settings:
     schedule: str | None = field(default_factory=lambda: _env("SCHEDULE", "@continuous") or None)
     sensor_mode: str = field(default_factory=lambda: _env("SENSOR_MODE", "deferrable"))  # | reschedule | poke
     poke_seconds: float = field(default_factory=lambda: float(_env("POKE_SECONDS", "5")))
+    # After this long with no file the run ends as skipped; @continuous then starts the next wait.
+    sensor_timeout_seconds: float = field(default_factory=lambda: float(_env("SENSOR_TIMEOUT_SECONDS", "86400")))
     stable_seconds: float = field(default_factory=lambda: float(_env("STABLE_SECONDS", "5")))
     claim_wait_seconds: float = field(default_factory=lambda: float(_env("CLAIM_WAIT_SECONDS", "60")))
     retries: int = field(default_factory=lambda: int(_env("RETRIES", "2")))
