@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
+from html import escape
 
 from konspekt.contracts import Segment, Summary, Transcript
 from konspekt.layout import VideoDir, atomic_path, read_json
@@ -152,7 +152,7 @@ def _styles():
 
 def _text(text: str) -> str:
     """Plain text -> Paragraph markup: escape &, <, > and keep line breaks."""
-    return escape(text.strip()).replace("\n", "<br/>")
+    return escape(text.strip(), quote=False).replace("\n", "<br/>")
 
 
 def _number(value: Any, fmt: str, unit: str = "") -> str:
