@@ -6,11 +6,12 @@ claims it once it has finished copying, and for each claimed file runs:
 
 ```
 extract_audio → transcribe → summarize ┐
-                           → features  ┴→ render_pdf → finalize
+                           → features  ├→ render_pdf → finalize
+                           → outline   ┘
 ```
 
-Results land in `output/<video name>/`: `report.pdf`, `transcript.{txt,srt,vtt,json}`,
-`summary.json`, `features.{csv,json}` and `manifest.json`. The original file is archived
+Results land in `output/<video name>/`: `report.{pdf,json}`, `transcript.{txt,srt,vtt,tsv,json}`,
+`summary.json`, `outline.json`, `features.{csv,json}` and `manifest.json`. The original file is archived
 in `processed/`; a file that cannot be processed goes to `failed/<name>/` with an
 `error.json` that says why, and never stops the other videos.
 
@@ -42,9 +43,17 @@ from konspekt_dags.settings import settings
                                description="faster-whisper model name (tiny … large-v3) or a local CTranslate2 folder"),
         "language": Param(settings.language, type="string", description="auto, or an ISO code such as en or ru"),
         "device": Param(settings.device, enum=["auto", "cpu", "cuda"]),
+        "asr_backend": Param(settings.asr_backend, enum=["auto", "faster-whisper", "whisperx"],
+                             description="auto: whisperx where installed and a GPU is present, else faster-whisper"),
+        "asr_batch_size": Param(settings.asr_batch_size, type="integer", minimum=1,
+                                description="chunks decoded together; 1 = sequential decoding"),
+        "asr_beam_size": Param(settings.asr_beam_size, type="integer", minimum=1),
         "summary_method": Param(settings.summary_method, enum=["auto", "abstractive", "extractive"],
                                 description="auto: abstractive when the model is downloaded, else extractive"),
         "summary_model": Param(settings.summary_model, type="string", description="seq2seq model id or folder"),
+        "summary_models": Param(settings.summary_models, type="object",
+                                description='models for other languages, e.g. {"ru": "<id>"}; "*" = any other; '
+                                            "a language without one gets the extractive summary"),
         "keep_byproducts": Param(settings.keep_byproducts, type="boolean", description="keep audio.wav in output"),
     },
 )
@@ -97,12 +106,16 @@ def lecture_to_pdf():
     def process(video_dir: str):
         audio = stage_task("extract_audio", video_dir)
         text = stage_task("transcribe", video_dir, "--model", "{{ params.whisper_model }}",
-                          "--language", "{{ params.language }}", "--device", "{{ params.device }}", gpu=True)
+                          "--language", "{{ params.language }}", "--device", "{{ params.device }}",
+                          "--backend", "{{ params.asr_backend }}", "--batch-size", "{{ params.asr_batch_size }}",
+                          "--beam-size", "{{ params.asr_beam_size }}", gpu=True)
         summary = stage_task("summarize", video_dir, "--method", "{{ params.summary_method }}",
-                             "--model", "{{ params.summary_model }}", "--device", "{{ params.device }}", gpu=True)
+                             "--model", "{{ params.summary_model }}", "--models", "{{ params.summary_models | tojson }}",
+                             "--device", "{{ params.device }}", gpu=True)
         voice = stage_task("features", video_dir)
+        outline = stage_task("outline", video_dir)
         report = stage_task("render_pdf", video_dir)
-        audio >> text >> [summary, voice] >> report >> finalize(video_dir)
+        audio >> text >> [summary, voice, outline] >> report >> finalize(video_dir)
 
     videos = claim()
     wait_for_video >> videos

@@ -139,3 +139,65 @@ def tiny_bart_dir(tmp_path_factory) -> str:
     BartForConditionalGeneration(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+# Three clearly different topics: each starts with its konspekt.sample TOPICS paragraph.
+TOPIC_SENTENCES = {
+    "photosynthesis": [
+        "Photosynthesis turns light into chemical energy inside green leaves.",
+        "Chlorophyll absorbs red and blue light and reflects green light.",
+        "The plant stores the energy as sugar and releases oxygen into the air.",
+        "Carbon dioxide enters the leaf through tiny pores called stomata.",
+        "Inside the chloroplast, water molecules are split to free electrons.",
+        "The light reactions make a molecule called ATP that carries energy.",
+        "The Calvin cycle then fixes carbon dioxide into simple sugars.",
+        "Plants in dry climates close their stomata during the hot afternoon.",
+        "Leaves that grow in shade have more chlorophyll to catch scarce light.",
+        "Farmers add nitrogen to the soil so that leaves can build more chlorophyll.",
+        "Without photosynthesis there would be almost no oxygen in the atmosphere.",
+        "Algae in the ocean perform about half of all photosynthesis on the planet.",
+    ],
+    "heart": [
+        "The heart pumps blood through two separate circuits in the body.",
+        "One circuit carries blood to the lungs to collect oxygen.",
+        "The other circuit delivers that oxygen to every muscle and organ.",
+        "The heart has four chambers, two atria on top and two ventricles below.",
+        "Valves between the chambers stop the blood from flowing backwards.",
+        "An electrical signal from the sinus node makes the heart muscle contract.",
+        "At rest a healthy adult heart beats about seventy times per minute.",
+        "Arteries carry blood away from the heart under high pressure.",
+        "Veins bring the blood back to the heart and have thinner walls.",
+        "Exercise makes the heart muscle stronger and lowers the resting pulse.",
+        "Doctors listen to the heartbeat with a stethoscope to hear the valves close.",
+        "Blood pressure is measured as two numbers, during and between beats.",
+    ],
+    "volcanoes": [
+        "Volcanoes form where molten rock rises through cracks in the crust.",
+        "Some eruptions are gentle rivers of lava, others are violent explosions.",
+        "Volcanic ash can make the soil very fertile for farming.",
+        "Most volcanoes sit along the edges of tectonic plates.",
+        "Magma that is rich in gas and silica tends to explode violently.",
+        "Hawaiian volcanoes grow over a hot spot in the middle of a plate.",
+        "Geologists measure small earthquakes to predict when a volcano may erupt.",
+        "A large eruption can throw sulphur high into the stratosphere.",
+        "That sulphur can cool the climate of the whole planet for a year or two.",
+        "Pumice is a volcanic rock so full of bubbles that it floats on water.",
+        "The eruption of Vesuvius buried the Roman town of Pompeii under ash.",
+        "Iceland uses the heat of its volcanoes to warm houses and make electricity.",
+    ],
+}
+
+
+def topic_lecture(minutes: float = 10.0, topics: int = 3, seconds_per_sentence: float = 5.0):
+    """Sentences of ``topics`` topics, an equal share of ``minutes`` each, and the true change times.
+
+    Each topic's sentences repeat in order to fill its share; with 5 s per sentence
+    (about 150 words a minute) the sentence index times 5 is its start time.
+    """
+    names = list(TOPIC_SENTENCES)[:topics]
+    per_topic = round(minutes * 60 / seconds_per_sentence / topics)
+    texts = []
+    for name in names:
+        pool = TOPIC_SENTENCES[name]
+        texts += [pool[i % len(pool)] for i in range(per_topic)]
+    return texts, [k * per_topic * seconds_per_sentence for k in range(1, topics)]

@@ -1,5 +1,6 @@
 """DAG integrity: the bundle imports cleanly, is wired as documented, and docker mode gets the right arguments."""
 
+import json
 import subprocess
 import sys
 import time
@@ -33,15 +34,16 @@ def test_no_import_errors_and_the_task_graph(monkeypatch, tmp_path):
     assert dag.doc_md and "airflow/data/input" in dag.doc_md
     assert set(dag.task_ids) == {
         "wait_for_video", "claim", "process.extract_audio", "process.transcribe", "process.summarize",
-        "process.features", "process.render_pdf", "process.finalize"}
+        "process.features", "process.outline", "process.render_pdf", "process.finalize"}
     down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
     assert down["wait_for_video"] == {"claim"}
     assert down["process.extract_audio"] == {"process.transcribe"}
-    assert down["process.transcribe"] == {"process.summarize", "process.features"}
-    assert down["process.summarize"] == down["process.features"] == {"process.render_pdf"}
+    assert down["process.transcribe"] == {"process.summarize", "process.features", "process.outline"}
+    assert down["process.summarize"] == down["process.features"] == down["process.outline"] == {"process.render_pdf"}
     assert down["process.render_pdf"] == {"process.finalize"}
     assert dag.get_task("process.finalize").trigger_rule == "all_done"
-    assert set(dag.params) >= {"whisper_model", "language", "device", "summary_method", "summary_model"}
+    assert set(dag.params) >= {"whisper_model", "language", "device", "summary_method", "summary_model",
+                               "summary_models"}
     sensor = dag.get_task("wait_for_video")
     assert sensor.fs_conn_id == "konspekt_data" and sensor.filepath.startswith("input/")
 
@@ -52,6 +54,13 @@ def test_local_mode_runs_the_stage_argv_with_the_local_interpreter(monkeypatch, 
     assert type(task).__name__ == "LocalStageOperator"
     assert task.command[:4] == ["python", "-m", "konspekt.stages.transcribe", "--video-dir"]
     assert "{{ params.whisper_model }}" in task.command
+    # the per-language summary models travel as one JSON argument
+    summarize = bag.dags["lecture_to_pdf"].get_task("process.summarize")
+    template = summarize.command[summarize.command.index("--models") + 1]
+    from jinja2.sandbox import SandboxedEnvironment
+
+    rendered = SandboxedEnvironment().from_string(template).render(params={"summary_models": {"ru": "org/ru-sum"}})
+    assert json.loads(rendered) == {"ru": "org/ru-sum"}
     from konspekt_dags import local_runner
 
     assert local_runner.to_local_arg("/data/processing/a b/c") == f"{tmp_path}/processing/a b/c"
@@ -65,7 +74,7 @@ def test_docker_mode_operator_arguments(monkeypatch, tmp_path):
     assert bag.import_errors == {}
     dag = bag.dags["lecture_to_pdf"]
     images = {}
-    for stage in ("extract_audio", "transcribe", "summarize", "features", "render_pdf"):
+    for stage in ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf"):
         op = dag.get_task(f"process.{stage}")
         assert type(op).__name__ == "DockerOperator"
         images[stage] = op.image
@@ -79,6 +88,7 @@ def test_docker_mode_operator_arguments(monkeypatch, tmp_path):
         gpu = op.device_requests
         assert (gpu is not None) == (stage in {"transcribe", "summarize"})
     assert images["transcribe"] == "konspekt-asr:0.1.0" and images["extract_audio"] == "konspekt-audio:0.1.0"
+    assert images["outline"] == images["summarize"] == "konspekt-summarize:0.1.0"  # sentence-transformers is there
     assert len(set(images.values())) == 5
 
 

@@ -21,7 +21,7 @@ SPEECH = (
     "Good morning everyone. Today we talk about the Fourier transform, "
     "and why it matters for signal processing. Let us begin with a simple example."
 )
-HEADER = ("segment,start,end,text_words,speech_rate_wps,pause_before_s,voiced_ratio,"
+HEADER = ("segment,start,end,text_words,speech_rate_wps,pause_before_s,pause_ratio,long_pauses,voiced_ratio,"
           "pitch_mean_hz,pitch_sd_semitones,loudness_mean,loudness_sd")
 
 
@@ -78,15 +78,21 @@ def test_features_from_speech(video):
     lines = video.features_csv.read_text(encoding="utf-8").splitlines()
     assert lines[0] == HEADER
     rows = list(csv.DictReader(lines))
-    assert [r["segment"] for r in rows] == ["0", "1", "2"]
+    transcript = Transcript.load(video.transcript_json)
+    assert [(int(r["segment"]), float(r["start"]), float(r["end"])) for r in rows] == [
+        (s.id, round(s.start, 4), round(s.end, 4)) for s in transcript.segments]  # one row per segment
     assert 1.2 <= float(rows[1]["pause_before_s"]) < 1.4  # the gap left before segment 1
+    assert [r["long_pauses"] for r in rows] == ["0", "1", "0"]  # ...counted where it ends
+    assert 0.2 < float(rows[0]["pause_ratio"]) < 0.6  # the gap at its end, and 20 % between words
+    assert rows[2]["pause_ratio"] == ""  # no word times: unknown, not zero
     assert int(rows[2]["text_words"]) == 10 and float(rows[2]["speech_rate_wps"]) > 0  # segment-bounds fallback
     for row in rows:
         assert 0 < float(row["voiced_ratio"]) <= 1
         assert 60 < float(row["pitch_mean_hz"]) < 400
 
     data = load_strict(video.features_json)
-    assert list(data) == ["feature_set", "duration", "summary", "functionals", "timeline", "per_minute"]
+    assert list(data) == ["feature_set", "duration", "long_pause_s", "summary", "functionals", "timeline",
+                          "per_minute", "pitch_histogram"]
     assert data["feature_set"] == "eGeMAPSv02"
     assert data["duration"] == pytest.approx(wav_duration(video.audio), abs=1e-3)
     summary = data["summary"]
@@ -99,19 +105,42 @@ def test_features_from_speech(video):
     assert all(isinstance(v, float) for v in data["functionals"].values())
     timeline = data["timeline"]
     assert timeline["step"] == 1.0
-    assert len(timeline["time"]) == len(timeline["loudness"]) == len(timeline["pitch_hz"]) >= 8
+    n = len(timeline["time"])
+    assert n == len(timeline["loudness"]) == len(timeline["pitch_hz"]) == len(timeline["speech_rate_wps"]) >= 8
     assert any(p is not None for p in timeline["pitch_hz"])
+    assert 0 < max(timeline["speech_rate_wps"]) < 6
     [minute] = data["per_minute"]
-    assert minute["minute"] == 0 and minute["words"] == 24
-    assert set(minute) == {"minute", "words", "speech_rate_wps", "pause_ratio", "pitch_mean_hz", "loudness_mean"}
+    assert minute["minute"] == 0 and minute["words"] == 24 and minute["long_pauses"] == 1
+    assert set(minute) == {"minute", "words", "speech_rate_wps", "pause_ratio", "long_pauses", "pitch_mean_hz",
+                           "pitch_sd_semitones", "loudness_mean", "loudness_sd"}
+    hist = data["pitch_histogram"]
+    assert len(hist["edges_hz"]) == len(hist["counts"]) + 1 and sum(hist["counts"]) > 50
+    assert 60 < hist["edges_hz"][0] < hist["edges_hz"][-1] < 500
 
     result = load_strict(video.result_path("features"))
     assert result["outputs"] == ["features.csv", "features.json"] and result["details"]["segments"] == 3
 
 
-def test_rerun_is_byte_identical(video):
+def test_one_pass_matches_opensmile_two_passes(speech_wav):
+    """The single engine run gives exactly what Smile's separate LLD and functionals passes give."""
+    import opensmile
+
+    frames, funcs = features.analyse(speech_wav)
+    smile = lambda level: opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, level).process_file(  # noqa: E731
+        str(speech_wav))
+    reference = smile(opensmile.FeatureLevel.Functionals).iloc[0]
+    assert list(funcs) == list(reference.index)
+    assert [funcs[k] for k in funcs] == pytest.approx(reference.to_list(), rel=1e-6)
+    lld = smile(opensmile.FeatureLevel.LowLevelDescriptors)
+    assert len(frames.time) == len(lld)
+    assert frames.loudness == pytest.approx(lld[features.LOUDNESS_LLD].to_numpy(), rel=1e-6)
+
+
+def test_rerun_replaces_files_and_is_byte_identical(video):
+    video.features_csv.write_text("stale\nrows\n", encoding="utf-8")  # as an appending tool would leave it
     assert features.main(["--video-dir", str(video.path)]) == 0
     first = {p: p.read_bytes() for p in (video.features_csv, video.features_json)}
+    assert not first[video.features_csv].startswith(b"stale") and first[video.features_csv].count(b"\n") == 4
     assert features.main(["--video-dir", str(video.path)]) == 0
     assert {p: p.read_bytes() for p in first} == first
     assert not [p.name for p in video.path.rglob("*.tmp")]

@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from conftest import TOPIC_SENTENCES, topic_lecture
 
 from konspekt.contracts import Summary
 from konspekt.stages.summarize import chunk_sentences, main, split_sentences
@@ -70,7 +71,8 @@ def test_chunker_with_word_counts():
 def test_abstractive_map_reduce(tiny_bart_dir, make_video_dir, capsys):
     video = make_video_dir(lecture(60))
     code = main(["--video-dir", str(video), "--method", "abstractive", "--model", tiny_bart_dir,
-                 "--device", "cpu", "--max-length", "20", "--min-length", "5", "--num-beams", "2"])
+                 "--device", "cpu", "--max-length", "20", "--min-length", "5", "--num-beams", "2",
+                 "--batch-size", "16"])
     result = last_json(capsys)
     assert code == 0, result
     assert result["status"] == "ok" and result["outputs"] == ["summary.json"]
@@ -119,3 +121,81 @@ def test_empty_transcript_is_bad_input(make_video_dir, capsys, texts):
     assert main(["--video-dir", str(video), "--method", "extractive"]) == 2
     result = last_json(capsys)
     assert result["status"] == "bad_input" and "nothing to summarise" in result["message"]
+
+
+def test_hour_long_map_reduce_covers_every_chunk_within_the_limit(tiny_bart_dir, make_video_dir, capsys,
+                                                                  monkeypatch):
+    """A 60-minute lecture (~9,000 words): every chunk fits the 64-position BART, round 1 covers every
+    sentence once and in order, and the rounds shrink to one summary."""
+    from konspekt.sample import lecture_text
+    from konspekt.stages import summarize
+
+    text = lecture_text(minutes=60)
+    assert len(text.split()) >= 9000
+    sentences = split_sentences(text)
+    video = make_video_dir([" ".join(sentences[i:i + 3]) for i in range(0, len(sentences), 3)])
+    seen: list[list[str]] = []
+    real = summarize.Seq2Seq.summarise
+
+    def recording(self, chunks):
+        seen.append(list(chunks))
+        assert all(self.count_tokens(c) <= self.limit for c in chunks)
+        return real(self, chunks)
+
+    monkeypatch.setattr(summarize.Seq2Seq, "summarise", recording)
+    code = main(["--video-dir", str(video), "--method", "abstractive", "--model", tiny_bart_dir, "--device", "cpu",
+                 "--max-length", "12", "--min-length", "4", "--num-beams", "1", "--batch-size", "64"])
+    result = last_json(capsys)
+    assert code == 0, result
+    rounds = result["details"]["rounds"]
+    assert rounds == [len(r) for r in seen] and rounds[-1] == 1
+    assert all(a > b for a, b in zip(rounds, rounds[1:]))
+    assert rounds[0] > 100  # 60 tokens a chunk
+    assert " ".join(seen[0]).split() == text.split()  # every sentence is in exactly one first-round chunk
+    summary = Summary.load(video / "summary.json")
+    assert summary.chunks == rounds[0] and summary.text
+    assert result["seconds"] < 120
+
+
+def test_model_for_language():
+    from konspekt.stages.summarize import model_for
+
+    table = {"ru": "ru-model"}
+    assert model_for("en", "en-model", table) == "en-model"
+    assert model_for("ru", "en-model", table) == "ru-model"
+    assert model_for("de", "en-model", table) is None
+    assert model_for(None, "en-model", table) == "en-model"  # unknown language: the default
+    assert model_for("de", "en-model", {"*": "multi"}) == "multi"
+    assert model_for("en", "en-model", {"en": "other"}) == "other"
+
+
+def test_auto_without_a_model_for_the_language_is_extractive_with_a_note(make_video_dir, capsys):
+    video = make_video_dir(lecture(12, seed=3), language="ru")
+    assert main(["--video-dir", str(video), "--device", "cpu", "--model", "nonexistent-org/x"]) == 0
+    summary = Summary.load(video / "summary.json")
+    assert summary.method == "extractive" and summary.language == "ru"
+    assert summary.note == "no abstractive model is configured for language 'ru'; used the extractive summary"
+
+
+def test_language_model_from_the_table(tiny_bart_dir, make_video_dir, capsys):
+    video = make_video_dir(lecture(20, seed=4), language="ru")
+    code = main(["--video-dir", str(video), "--device", "cpu", "--models", json.dumps({"ru": tiny_bart_dir}),
+                 "--max-length", "12", "--min-length", "4", "--num-beams", "1", "--batch-size", "16"])
+    assert code == 0, last_json(capsys)
+    summary = Summary.load(video / "summary.json")
+    assert summary.method == "abstractive" and summary.model == tiny_bart_dir and summary.note is None
+
+
+def test_models_option_must_be_a_json_object(make_video_dir):
+    video = make_video_dir(["Some words."])
+    with pytest.raises(SystemExit):
+        main(["--video-dir", str(video), "--models", '["ru"]'])
+
+
+def test_extractive_summary_covers_every_topic_once(make_video_dir, capsys):
+    video = make_video_dir(topic_lecture(minutes=6, topics=3)[0])
+    assert main(["--video-dir", str(video), "--method", "extractive", "--device", "cpu", "--sentences", "6"]) == 0
+    picked = split_sentences(Summary.load(video / "summary.json").text)
+    assert len(picked) == len(set(picked)) == 6
+    topics = [next(k for k, pool in TOPIC_SENTENCES.items() if s in pool) for s in picked]
+    assert set(topics) == set(TOPIC_SENTENCES)

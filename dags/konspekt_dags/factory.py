@@ -1,61 +1,112 @@
 """The one factory that builds every stage task.
 
-A stage task runs ``python -m konspekt.stages.<stage> --video-dir /data/... [args]``.
-With ``KONSPEKT_RUNNER=docker`` that argv runs in the stage's image through
+A stage task runs ``python -m konspekt.stages.<stage> --video-dir /data/... [args]``;
+a training step (``stage="training.<step>"``) runs ``python -m konspekt.training.<step>
+--run-dir /data/train_runs/<run> [args]`` in the ``train`` image, with the datasets
+under ``/data/train`` mounted read-only. With ``KONSPEKT_RUNNER=docker`` that argv runs in the stage's image through
 DockerOperator; with ``local`` it runs in a subprocess of the local interpreter.
 DAG files call :func:`stage_task` and never know which one they got.
 
 Exit code 2 (bad input) marks the task *skipped*, in both runners: retrying a
 broken file is pointless, and ``finalize`` (trigger rule ``all_done``) still runs,
-moves the file to ``failed/`` and fails with the reason in plain words.
+moves the file to ``failed/`` and fails with the reason in plain words. A training
+step passes ``bad_input="fail"``: an unusable dataset should turn the run red.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, settings
+from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, CONTAINER_TRAIN_DATA, settings
 
 EXIT_BAD_INPUT = 2
 
 
+def is_training(stage: str) -> bool:
+    return stage.startswith("training.")
+
+
 def stage_argv(stage: str, video_dir: Any, *args: Any) -> list[Any]:
+    if is_training(stage):  # video_dir is the training run's folder
+        return ["python", "-m", f"konspekt.{stage}", "--run-dir", video_dir, *args]
     return ["python", "-m", f"konspekt.stages.{stage}", "--video-dir", video_dir, *args]
 
 
-def stage_task(stage: str, video_dir: Any, *args: Any, gpu: bool = False, **kwargs: Any):
-    """An operator running ``stage`` on ``video_dir`` (a container path, or a mapped argument)."""
+def stage_task(stage: str, video_dir: Any, *args: Any, gpu: bool = False, bad_input: str = "skip", **kwargs: Any):
+    """An operator running ``stage`` on ``video_dir`` (a container path, or a mapped argument).
+
+    ``bad_input``: what exit code 2 makes of the task, ``"skip"`` or ``"fail"`` (not retried locally).
+    """
+    if bad_input not in ("skip", "fail"):
+        raise ValueError(f"bad_input must be 'skip' or 'fail', not {bad_input!r}")
     command = stage_argv(stage, video_dir, *args)
-    kwargs.setdefault("task_id", stage)
+    kwargs.setdefault("task_id", stage.rpartition(".")[2])
     kwargs.setdefault("retries", settings.retries)
     if settings.runner == "docker":
-        return _docker_task(stage, command, gpu=gpu, **kwargs)
+        return _docker_task(stage, command, gpu=gpu, skip_bad_input=bad_input == "skip", **kwargs)
     if settings.runner == "local":
         from konspekt_dags.local_runner import LocalStageOperator
 
-        return LocalStageOperator(command=command, **kwargs)
+        return LocalStageOperator(command=command, skip_bad_input=bad_input == "skip", **kwargs)
     raise ValueError(f"KONSPEKT_RUNNER must be 'local' or 'docker', not {settings.runner!r}")
 
 
-def _docker_task(stage: str, command: list[Any], *, gpu: bool, **kwargs: Any):
+def _docker_task(stage: str, command: list[Any], *, gpu: bool, skip_bad_input: bool = True, **kwargs: Any):
     from airflow.providers.docker.operators.docker import DockerOperator
     from docker.types import DeviceRequest, Mount
 
     device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu and settings.gpu else None
+    mounts = [
+        Mount(CONTAINER_DATA, settings.data_mount_source, type="bind"),
+        Mount(CONTAINER_CACHE, settings.cache_mount_source, type="bind"),
+    ]
+    if is_training(stage):  # training reads the user's datasets and never changes them
+        mounts.append(Mount(CONTAINER_TRAIN_DATA, settings.train_source, type="bind", read_only=True))
     return DockerOperator(
         image=settings.image_for(stage),
         command=command,
         docker_url=settings.docker_url,
-        mounts=[
-            Mount(CONTAINER_DATA, settings.data_mount_source, type="bind"),
-            Mount(CONTAINER_CACHE, settings.cache_mount_source, type="bind"),
-        ],
+        mounts=mounts,
         mount_tmp_dir=False,  # the daemon (docker-proxy) cannot see the worker's temp dir
         auto_remove="success",
         network_mode="none",  # models come from the shared cache; stages need no network
         user=settings.docker_user or None,
         device_requests=device_requests,
-        skip_on_exit_code=EXIT_BAD_INPUT,
+        skip_on_exit_code=EXIT_BAD_INPUT if skip_bad_input else None,
         environment={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
+        on_execute_callback=hand_over_video_dir,
         **kwargs,
     )
+
+
+def _numeric_user(user: str) -> tuple[int, int] | None:
+    uid, _, gid = user.partition(":")
+    try:
+        return int(uid), int(gid or uid)
+    except ValueError:
+        return None  # a user name: only the image knows it
+
+
+def hand_over_video_dir(context: Any) -> None:
+    """Give the claimed video's folder to the task containers' user before a stage runs.
+
+    ``claim`` runs in the Airflow process. Under compose it runs as the same uid as the
+    task containers, and this does nothing. When Airflow runs as root (on a host, with the
+    host's daemon) its files (``video.json`` is 0600) would be out of reach of a task
+    running as ``KONSPEKT_DOCKER_USER``, so the folder changes hands first.
+    """
+    ids = _numeric_user(settings.docker_user) if settings.docker_user else None
+    if ids is None or os.geteuid() != 0:
+        return
+    command = [str(arg) for arg in context["task"].command]
+    try:
+        video_dir = settings.to_local(command[command.index("--video-dir") + 1])
+    except (ValueError, IndexError):
+        return
+    if not video_dir.is_dir():
+        return
+    for path in (video_dir, *video_dir.rglob("*")):
+        st = path.lstat()
+        if (st.st_uid, st.st_gid) != ids:
+            os.chown(path, *ids, follow_symlinks=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, settings
 
@@ -45,9 +45,10 @@ class LocalStageOperator(BaseOperator):
     template_fields: Sequence[str] = ("command",)
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, command: list[Any], **kwargs: Any) -> None:
+    def __init__(self, *, command: list[Any], skip_bad_input: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.command = command
+        self.skip_bad_input = skip_bad_input  # exit 2: skipped, or failed without retries
         self._hook = None
 
     def execute(self, context: Any) -> dict[str, Any] | None:
@@ -59,7 +60,8 @@ class LocalStageOperator(BaseOperator):
         result = self._hook.run_command(command=argv, env=stage_env(), cwd=str(settings.data_root))
         outcome = self._stage_result(argv)
         if result.exit_code == EXIT_BAD_INPUT:
-            raise AirflowSkipException(f"bad input: {(outcome or {}).get('message') or result.output}")
+            message = f"bad input: {(outcome or {}).get('message') or result.output}"
+            raise AirflowSkipException(message) if self.skip_bad_input else AirflowFailException(message)
         if result.exit_code != 0:
             raise AirflowException(f"stage exited with code {result.exit_code}: {(outcome or {}).get('message') or result.output}")
         return outcome
@@ -72,8 +74,9 @@ class LocalStageOperator(BaseOperator):
     def _stage_result(argv: list[str]) -> dict[str, Any] | None:
         """The stage's own result file, more reliable than the last (merged) log line."""
         try:
-            video_dir = Path(argv[argv.index("--video-dir") + 1])
+            flag = "--run-dir" if "--run-dir" in argv else "--video-dir"  # a training step, or a stage
+            work_dir = Path(argv[argv.index(flag) + 1])
             stage = argv[argv.index("-m") + 1].rsplit(".", 1)[-1]
-            return json.loads((video_dir / "stages" / f"{stage}.json").read_text(encoding="utf-8"))
+            return json.loads((work_dir / "stages" / f"{stage}.json").read_text(encoding="utf-8"))
         except (ValueError, IndexError, OSError, json.JSONDecodeError):
             return None

@@ -16,13 +16,23 @@ BUNDLE_ROOT = Path(__file__).resolve().parents[2]  # the repository: dags/ sits 
 CONTAINER_DATA = "/data"  # the data root as every task container (and every stage argv) sees it
 CONTAINER_CACHE = "/root/.cache"
 
-# Which image runs which stage: one image per stage family (see images/).
+CONTAINER_TRAIN_DATA = f"{CONTAINER_DATA}/train"  # training datasets, mounted read-only into training tasks
+
+# Which image runs which stage: one image per stage family (see images/). A plain name is a
+# module of konspekt.stages (works on a --video-dir); "training.<step>" is a module of
+# konspekt.training (works on a --run-dir).
 STAGE_IMAGES = {
     "extract_audio": "audio",
     "transcribe": "asr",
     "summarize": "summarize",
     "features": "features",
+    "outline": "summarize",  # sentence-transformers lives in the summarize image
     "render_pdf": "report",
+    "training.read_data": "train",
+    "training.batches": "train",
+    "training.train": "train",
+    "training.evaluate": "train",
+    "training.export": "train",
 }
 
 
@@ -48,6 +58,8 @@ class Settings:
     docker_url: str = field(default_factory=lambda: _env("DOCKER_URL", "tcp://docker-proxy:2375"))
     data_mount_source: str = field(default_factory=lambda: _env("DATA_MOUNT_SOURCE", "/data"))  # as the daemon sees it
     cache_mount_source: str = field(default_factory=lambda: _env("CACHE_MOUNT_SOURCE", "/cache"))
+    # empty: <DATA_MOUNT_SOURCE>/train
+    train_mount_source: str = field(default_factory=lambda: _env("TRAIN_MOUNT_SOURCE", ""))
     image_prefix: str = field(default_factory=lambda: _env("IMAGE_PREFIX", "konspekt"))
     image_tag: str = field(default_factory=lambda: _env("IMAGE_TAG", "latest"))
     docker_user: str = field(default_factory=lambda: _env("DOCKER_USER", ""))  # "uid:gid" of the host user
@@ -56,8 +68,13 @@ class Settings:
     whisper_model: str = field(default_factory=lambda: _env("WHISPER_MODEL", "small"))
     language: str = field(default_factory=lambda: _env("LANGUAGE", "auto"))
     device: str = field(default_factory=lambda: _env("DEVICE", "auto"))
+    asr_backend: str = field(default_factory=lambda: _env("ASR_BACKEND", "auto"))  # | faster-whisper | whisperx
+    asr_batch_size: int = field(default_factory=lambda: int(_env("ASR_BATCH_SIZE", "8")))
+    asr_beam_size: int = field(default_factory=lambda: int(_env("ASR_BEAM_SIZE", "5")))
     summary_method: str = field(default_factory=lambda: _env("SUMMARY_METHOD", "auto"))
     summary_model: str = field(default_factory=lambda: _env("SUMMARY_MODEL", "slauw87/bart_summarisation"))
+    # summary models for other languages, e.g. {"ru": "IlyaGusev/mbart_ru_sum_gazeta"}; "*" = any other
+    summary_models: dict = field(default_factory=lambda: json.loads(_env("SUMMARY_MODELS", "{}")))
     keep_byproducts: bool = field(default_factory=lambda: _flag("KEEP_BYPRODUCTS", False))
     # the watch folder
     schedule: str | None = field(default_factory=lambda: _env("SCHEDULE", "@continuous") or None)
@@ -68,10 +85,29 @@ class Settings:
     stable_seconds: float = field(default_factory=lambda: float(_env("STABLE_SECONDS", "5")))
     claim_wait_seconds: float = field(default_factory=lambda: float(_env("CLAIM_WAIT_SECONDS", "60")))
     retries: int = field(default_factory=lambda: int(_env("RETRIES", "2")))
+    # training DAG (train_asr): Param defaults
+    train_dataset: str = field(default_factory=lambda: _env("TRAIN_DATASET", "lectures"))
+    train_base_model: str = field(default_factory=lambda: _env("TRAIN_BASE_MODEL", "openai/whisper-small"))
+    train_language: str = field(default_factory=lambda: _env("TRAIN_LANGUAGE", "en"))
+    train_epochs: float = field(default_factory=lambda: float(_env("TRAIN_EPOCHS", "3")))
+    train_max_steps: int = field(default_factory=lambda: int(_env("TRAIN_MAX_STEPS", "0")))
+    train_learning_rate: float = field(default_factory=lambda: float(_env("TRAIN_LEARNING_RATE", "1e-5")))
+    train_warmup_steps: int = field(default_factory=lambda: int(_env("TRAIN_WARMUP_STEPS", "50")))
+    train_batch_size: int = field(default_factory=lambda: int(_env("TRAIN_BATCH_SIZE", "8")))
+    train_grad_accum: int = field(default_factory=lambda: int(_env("TRAIN_GRAD_ACCUM", "2")))
+    train_log_every: int = field(default_factory=lambda: int(_env("TRAIN_LOG_EVERY", "10")))
+    train_eval_every: int = field(default_factory=lambda: int(_env("TRAIN_EVAL_EVERY", "200")))
+    train_ckpt_every: int = field(default_factory=lambda: int(_env("TRAIN_CKPT_EVERY", "100")))
+    train_val_fraction: float = field(default_factory=lambda: float(_env("TRAIN_VAL_FRACTION", "0.1")))
+    train_max_bad_fraction: float = field(default_factory=lambda: float(_env("TRAIN_MAX_BAD_FRACTION", "0.2")))
     fs_conn_id: str = "konspekt_data"
 
     def image_for(self, stage: str) -> str:
         return f"{self.image_prefix}-{STAGE_IMAGES[stage]}:{self.image_tag}"
+
+    @property
+    def train_source(self) -> str:
+        return self.train_mount_source or f"{self.data_mount_source.rstrip('/')}/train"
 
     def to_local(self, path: str) -> Path:
         """A container path under /data as this process sees it."""

@@ -84,6 +84,31 @@ class Summary:
 
 
 @dataclass
+class Section:
+    """One topical section of the lecture: its time span, a lead sentence as title, its key points."""
+
+    start: float
+    end: float
+    title: str
+    points: list[str] = field(default_factory=list)
+    depth: float | None = None  # how sharply the topic changes at its start (None for the first)
+
+
+@dataclass
+class Outline:
+    method: str  # "texttiling"
+    model: str
+    sections: list[Section]
+    language: str | None = None
+    note: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Outline:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(**{**data, "sections": [Section(**s) for s in data.get("sections", [])]})
+
+
+@dataclass
 class StageResult:
     """The last line a stage prints on stdout, also kept as ``stages/<stage>.json``."""
 

@@ -28,7 +28,7 @@ from konspekt.contracts import STATUS_OK, StageResult
 from konspekt.layout import VIDEO_META, VideoDir, read_json, write_json
 
 # Run order of the per-video stages; finalize requires every one of them to be ok.
-STAGES = ("extract_audio", "transcribe", "summarize", "features", "render_pdf")
+STAGES = ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf")
 
 TEMP_SUFFIXES = {".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".filepart", ".opdownload", ".!qb"}
 DELIVERABLES_SKIPPED = {"source", "stages", VIDEO_META, "finalize.json"}

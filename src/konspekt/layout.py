@@ -89,7 +89,9 @@ class VideoDir:
     summary_json = property(lambda self: self.path / "summary.json")
     features_csv = property(lambda self: self.path / "features.csv")
     features_json = property(lambda self: self.path / "features.json")
+    outline_json = property(lambda self: self.path / "outline.json")
     report_pdf = property(lambda self: self.path / "report.pdf")
+    report_json = property(lambda self: self.path / "report.json")
     results_dir = property(lambda self: self.path / "stages")
 
     def result_path(self, stage: str) -> Path:

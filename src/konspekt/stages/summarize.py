@@ -2,47 +2,45 @@
 
 Abstractive runs map-reduce: the transcript is cut at sentence ends into chunks
 that fit the model's input, each chunk is summarised, and the partial summaries
-are summarised again until one text remains. When the abstractive model is not on
-disk, ``--method auto`` picks the sentences closest to the transcript's centre
-instead, which works offline with the MiniLM shipped on PyPI.
+are summarised again until one text remains. The model follows the transcript's
+language: ``--model`` for English, ``--models '{"ru": "<id>", "*": "<id>"}'`` for the
+others ("*": any language without its own entry). When the language has no model,
+or its model is not on disk, ``--method auto`` picks the most central sentences
+instead, each unlike those already picked (MiniLM, shipped on PyPI, so it works
+offline), and ``summary.json``'s ``note`` says why, for the report to show.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from konspekt import models
 from konspekt.contracts import Summary, Transcript
 from konspekt.layout import VideoDir, write_json
+from konspekt.sentences import split_sentences
 from konspekt.stage import BadInput, log, main_for
 
 DEFAULT_MODEL = "slauw87/bart_summarisation"
 DEFAULT_EXTRACTIVE = "sentence-transformers/all-MiniLM-L6-v2"
-BATCH_SIZE = 4
-MAX_ROUNDS = 6  # reduce rounds: each shrinks the text ~6x for BART; the cap guards a model that does not
 LIMIT_MARGIN = 4  # tokens kept free under the model's input limit
-MAX_SENTENCE_WORDS = 60  # longer "sentences" are text without punctuation: cut into word windows
+MIN_POINT_WORDS = 4  # fillers ("Okay.", "Right?") carry nothing
+NEAR_DUPLICATE = 0.9  # cosine above which a sentence only repeats one already picked
+REDUNDANCY = 0.3  # MMR: how much likeness to picked sentences costs against centrality
 UNLIMITED = 1_000_000  # tokenizers without a real limit report 1e30
 
 
 @dataclass
 class Result:
     text: str
-    chunks: int = 1
+    rounds: list[int] = field(default_factory=lambda: [1])  # chunks summarised in each round
 
-
-def split_sentences(text: str, max_words: int = MAX_SENTENCE_WORDS) -> list[str]:
-    """Sentences at ``.!?`` ends; a run of words without any is cut into ``max_words`` windows."""
-    sentences = []
-    for part in re.split(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)\]]))\s+", text.strip()):
-        words = part.split()
-        for i in range(0, len(words), max_words):
-            sentences.append(" ".join(words[i:i + max_words]))
-    return [s for s in sentences if s]
+    @property
+    def chunks(self) -> int:
+        return self.rounds[0]
 
 
 def chunk_sentences(sentences: Sequence[str], count_tokens: Callable[[str], int], limit: int) -> list[str]:
@@ -91,49 +89,90 @@ def input_limit(tokenizer, config) -> int:
     return min(known, default=1024)
 
 
-def abstractive(text: str, model_path: str, device: str, args: argparse.Namespace) -> Result:
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+def map_reduce(text: str, count_tokens: Callable[[str], int], limit: int,
+               summarise: Callable[[list[str]], list[str]]) -> Result:
+    """Summarise every chunk of ``text``, then the joined partial summaries, until one summary is left.
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_path).to(device).eval()
-    positions = input_limit(tokenizer, model.config)
-    limit = positions - LIMIT_MARGIN
-    # The decoder shares the position table: a summary longer than it would index past the end.
-    max_length = min(args.max_length, positions)
-    min_length = min(args.min_length, max_length - 1)
+    Each round must leave fewer chunks than it got, so the loop ends even with a model
+    that does not shorten its input; then the partial summaries are kept as they are.
+    """
+    chunks = chunk_sentences(split_sentences(text), count_tokens, limit)
+    rounds: list[int] = []
+    partial: list[str] = []
+    while chunks:
+        partial = summarise(chunks)
+        rounds.append(len(chunks))
+        log(f"round {len(rounds)}: {len(chunks)} chunk(s) of <= {limit} tokens -> {len(partial)} partial summaries")
+        if len(partial) == 1:
+            break
+        joined = chunk_sentences(split_sentences(" ".join(p for p in partial if p)), count_tokens, limit)
+        if len(joined) >= len(chunks):
+            log(f"the partial summaries no longer shrink; keeping all {len(partial)}")
+            break
+        chunks = joined
+    return Result(" ".join(p for p in partial if p).strip(), rounds or [0])
 
-    def count_tokens(s: str) -> int:
-        return len(tokenizer(s, add_special_tokens=True, verbose=False)["input_ids"])
 
-    def summarise(chunks: list[str]) -> list[str]:
+class Seq2Seq:
+    """A summarisation model with its tokenizer: counts tokens, and summarises chunks in batches."""
+
+    def __init__(self, model_path: str, device: str, args: argparse.Namespace):
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        half = {"dtype": torch.float16} if device == "cuda" else {}  # halves GPU memory and time
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(model_path, **half).to(device).eval()
+        self.device = device
+        self.batch_size = args.batch_size or (16 if device == "cuda" else 4)  # 4 x 1024 tokens x beams fits CPU RAM
+        self.positions = input_limit(self.tokenizer, self.model.config)
+        self.limit = self.positions - LIMIT_MARGIN
+        # The decoder shares the position table: a summary longer than it would index past the end.
+        max_length = min(args.max_length, self.positions)
+        self.generate_kwargs = {"max_length": max_length, "min_length": min(args.min_length, max_length - 1),
+                                "num_beams": args.num_beams, "no_repeat_ngram_size": args.no_repeat_ngram_size}
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+
+    def summarise(self, chunks: list[str]) -> list[str]:
+        import torch
+
         out = []
-        for i in range(0, len(chunks), BATCH_SIZE):
-            batch = tokenizer(chunks[i:i + BATCH_SIZE], return_tensors="pt", padding=True,
-                              truncation=True, max_length=positions).to(device)
+        for i in range(0, len(chunks), self.batch_size):
+            batch = self.tokenizer(chunks[i:i + self.batch_size], return_tensors="pt", padding=True,
+                                   truncation=True, max_length=self.positions).to(self.device)
             with torch.inference_mode():
-                ids = model.generate(**batch, max_length=max_length, min_length=min_length,
-                                     num_beams=args.num_beams)
-            out += [s.strip() for s in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+                ids = self.model.generate(**batch, **self.generate_kwargs)
+            out += [s.strip() for s in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return out
 
-    chunks = chunk_sentences(split_sentences(text), count_tokens, limit)
-    first_round = len(chunks)
-    log(f"abstractive: {first_round} chunk(s) of <= {limit} tokens on {device}")
-    for round_no in range(1, MAX_ROUNDS + 1):
-        partial = summarise(chunks)
-        log(f"round {round_no}: {len(chunks)} chunk(s) -> {len(partial)} partial summaries")
-        if len(partial) == 1:
-            summary = partial[0]
-            break
-        joined = " ".join(p for p in partial if p)
-        chunks = chunk_sentences(split_sentences(joined), count_tokens, limit)
-    else:
-        log(f"still {len(chunks)} chunks after {MAX_ROUNDS} rounds; keeping the partial summaries")
-        summary = joined
-    if not summary.strip():
+
+def abstractive(text: str, model_path: str, device: str, args: argparse.Namespace) -> Result:
+    model = Seq2Seq(model_path, device, args)
+    log(f"abstractive: {model_path} on {device}, chunks of <= {model.limit} tokens, batches of {model.batch_size}")
+    result = map_reduce(text, model.count_tokens, model.limit, model.summarise)
+    if not result.text:
         raise RuntimeError(f"model {model_path} produced an empty summary")
-    return Result(summary, first_round)
+    return result
+
+
+def pick_central(texts: Sequence[str], emb, count: int) -> list[int]:
+    """Up to ``count`` sentences, most central first, by maximal marginal relevance: closeness to the
+    centre of ``emb`` (normalised embeddings) minus likeness to those already picked, so a lecture on
+    three topics gets all three, and a repeated sentence is taken once."""
+    import numpy as np
+
+    centrality = emb @ emb.mean(axis=0)  # ranks like TextRank's degree centrality (sum of cosines)
+    pool = [i for i, t in enumerate(texts) if len(t.split()) >= MIN_POINT_WORDS] or list(range(len(texts)))
+    picked: list[int] = []
+    likeness = np.full(len(texts), 0.0)
+    while pool and len(picked) < count:
+        best = max(pool, key=lambda i: (1 - REDUNDANCY) * centrality[i] - REDUNDANCY * likeness[i])
+        picked.append(best)
+        likeness = np.maximum(likeness, emb @ emb[best])
+        pool = [i for i in pool if likeness[i] <= NEAR_DUPLICATE and texts[i] != texts[best]]
+    return picked
 
 
 def extractive(text: str, model_path: str, device: str, count: int) -> Result:
@@ -145,12 +184,7 @@ def extractive(text: str, model_path: str, device: str, count: int) -> Result:
         return Result(" ".join(sentences))
     model = SentenceTransformer(model_path, device=device)
     emb = model.encode(sentences, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    # Similarity to the mean ranks like TextRank's degree centrality (sum of cosines) would.
-    scores = emb @ emb.mean(axis=0)
-    # Fillers ("Okay.", "Right?") carry nothing; skip them while enough real sentences remain.
-    substantial = [i for i, s in enumerate(sentences) if len(s.split()) >= 4]
-    pool = substantial if len(substantial) >= keep else list(range(len(sentences)))
-    top = sorted(sorted(pool, key=lambda i: -scores[i])[:keep])
+    top = sorted(pick_central(sentences, emb, keep))  # in the order they were said
     log(f"extractive: kept {len(top)} of {len(sentences)} sentences")
     return Result(" ".join(sentences[i] for i in top))
 
@@ -164,26 +198,37 @@ def extractive_model(name: str) -> str:
     return models.resolve(name)
 
 
+def model_for(language: str | None, default: str, by_language: dict[str, str]) -> str | None:
+    """The abstractive model for ``language``: its own entry, else "*", else ``default`` for English
+    (or an unknown language); None when nothing is configured for it."""
+    table = {"en": default, **by_language}
+    lang = (language or "").lower()
+    return table.get(lang) or table.get("*") or (None if lang else default)
+
+
 def run(video: VideoDir, args: argparse.Namespace):
     transcript = Transcript.load(video.transcript_json)
     text = transcript.text
     if not text.strip():
         raise BadInput("no speech was recognised, so there is nothing to summarise")
     device = resolve_device(args.device)
+    language = transcript.language or "unknown"
+    model_name = model_for(transcript.language, args.model, args.models)
     method, note = args.method, None
     if method == "auto":
-        local = models.local_model_dir(args.model)
+        local = models.local_model_dir(model_name) if model_name else None
         if local is not None:
             method, model_path = "abstractive", str(local)
         else:
             method = "extractive"
-            note = f"abstractive model {args.model} is not downloaded; used the extractive summary"
+            note = (f"abstractive model {model_name} is not downloaded" if model_name else
+                    f"no abstractive model is configured for language {language!r}") + "; used the extractive summary"
             log(note)
     elif method == "abstractive":
-        model_path = models.resolve(args.model)
+        model_name = model_name or args.model  # asked for explicitly: try it whatever the language
+        model_path = models.resolve(model_name)
 
     if method == "abstractive":
-        model_name = args.model
         result = abstractive(text, model_path, device, args)
     else:
         model_name = args.extractive_model
@@ -193,18 +238,33 @@ def run(video: VideoDir, args: argparse.Namespace):
                       chunks=result.chunks, note=note)
     write_json(video.summary_json, summary)
     log(f"{method} summary: {len(result.text.split())} words from {len(text.split())}")
-    return [video.summary_json], {"method": method, "model": model_name, "chunks": result.chunks}
+    return [video.summary_json], {"method": method, "model": model_name, "chunks": result.chunks,
+                                  "rounds": result.rounds, "device": device}
+
+
+def _language_models(text: str) -> dict[str, str]:
+    try:
+        table = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise argparse.ArgumentTypeError('expected an object such as {"ru": "<model id or folder>"}')
+    return {str(k).lower(): v for k, v in table.items() if v}
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=["auto", "abstractive", "extractive"], default="auto")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="seq2seq model id or folder (abstractive)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="seq2seq model id or folder for English")
+    parser.add_argument("--models", type=_language_models, default={},
+                        help='JSON: language -> model for other languages, e.g. {"ru": "<id>"}; "*" for any')
     parser.add_argument("--extractive-model", default=DEFAULT_EXTRACTIVE,
                         help="sentence-transformers model id or folder (extractive)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--max-length", type=int, default=160, help="summary tokens at most, per chunk")
     parser.add_argument("--min-length", type=int, default=40)
     parser.add_argument("--num-beams", type=int, default=4)
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=3, help="0 allows repeated n-grams")
+    parser.add_argument("--batch-size", type=int, default=0, help="chunks generated together; 0: 16 on GPU, 4 on CPU")
     parser.add_argument("--sentences", type=int, default=7, help="sentences kept by the extractive summary")
 
 

@@ -1,0 +1,143 @@
+"""Download every configured model into the shared cache once, skipping what is already there.
+
+    python -m konspekt.warm_cache --whisper-model small \\
+        --summary-model slauw87/bart_summarisation \\
+        --extractive-model sentence-transformers/all-MiniLM-L6-v2 [--align-language en ru]
+
+Run it with network (the ``ensure_models`` task, or by hand) with ``HF_HOME`` on the cache
+mount; every stage after it runs offline. A local folder counts as present. Offline
+(``HF_HUB_OFFLINE=1``) it only checks, and exits 1 naming each missing model.
+The last stdout line is a JSON report: ``{"models": [{"kind", "name", "status", "path"}], ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from konspekt.models import local_model_dir, offline
+from konspekt.stage import log
+
+# Weights in other frameworks' formats that no konspekt stage loads: not worth the download.
+SKIP_PATTERNS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "onnx/*", "openvino/*", "*.tflite", "coreml/*"]
+
+
+@dataclass
+class Item:
+    kind: str
+    name: str
+    status: str = ""  # local | cached | downloaded | missing | failed
+    path: str | None = None
+    message: str | None = None
+
+
+def _hub(name: str) -> str:
+    """A hub model: its cached snapshot, downloaded first if absent."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name, ignore_patterns=SKIP_PATTERNS)
+
+
+def _whisper(name: str) -> str:
+    if importlib.util.find_spec("faster_whisper") is None:
+        return _hub(name)
+    from konspekt.asr import resolve_whisper  # faster-whisper knows "small" -> Systran/faster-whisper-small
+
+    return resolve_whisper(name)
+
+
+def _punkt(_: str) -> str:
+    import nltk
+
+    from konspekt.asr.whisperx import nltk_dir
+
+    nltk.download("punkt_tab", download_dir=str(nltk_dir()), quiet=True, raise_on_error=True)
+    return str(nltk_dir() / "tokenizers" / "punkt_tab")
+
+
+def _punkt_cached(_: str) -> Path | None:
+    from konspekt.asr.whisperx import nltk_dir
+
+    folder = nltk_dir() / "tokenizers" / "punkt_tab"
+    return folder if folder.is_dir() and any(folder.iterdir()) else None
+
+
+def ensure(item: Item, cached: Callable[[str], Path | None], fetch: Callable[[str], str]) -> Item:
+    found = cached(item.name)
+    if found is not None:
+        item.status, item.path = ("local" if Path(item.name).expanduser().is_dir() else "cached"), str(found)
+    elif offline():
+        item.status, item.message = "missing", "not in the cache, and HF_HUB_OFFLINE is set"
+    else:
+        log(f"downloading {item.kind} model {item.name} ...")
+        try:
+            item.status, item.path = "downloaded", fetch(item.name)
+        except Exception as exc:  # noqa: BLE001 - report every model, then fail once
+            item.status, item.message = "failed", f"{type(exc).__name__}: {exc}"
+    log(f"{item.kind:>10} {item.name}: {item.status}" + (f" ({item.message})" if item.message else ""))
+    return item
+
+
+def _whisper_cached(name: str) -> Path | None:
+    if Path(name).expanduser().is_dir():
+        return Path(name)
+    try:
+        from faster_whisper.utils import download_model
+    except ImportError:
+        return local_model_dir(name)
+    try:
+        return Path(download_model(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - "not cached" comes in several kinds
+        return None
+
+
+def plan(args: argparse.Namespace) -> list[tuple[Item, Callable, Callable]]:
+    steps = [(Item("whisper", m), _whisper_cached, _whisper) for m in args.whisper_model]
+    steps += [(Item("summary", m), local_model_dir, _hub) for m in args.summary_model]
+    steps += [(Item("extractive", m), local_model_dir, _hub) for m in args.extractive_model]
+    from konspekt.asr.whisperx import align_model_name
+
+    for language in args.align_language:
+        name = align_model_name(language, args.align_model)
+        if name is None:
+            steps.append((Item("align", f"<none for {language}>", "failed", message="no known wav2vec2 model; "
+                                "pass --align-model"), None, None))
+            continue
+        steps.append((Item("align", name), local_model_dir, _hub))
+    if args.align_language:  # whisperx splits sentences with NLTK's punkt_tab (all languages in one download)
+        if importlib.util.find_spec("nltk"):
+            steps.append((Item("nltk", "punkt_tab"), _punkt_cached, _punkt))
+        else:
+            steps.append((Item("nltk", "punkt_tab", "skipped", message="nltk is not installed here; run this in "
+                                "the whisperx environment to fetch it"), None, None))
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="konspekt.warm_cache", description=__doc__.splitlines()[0])
+    parser.add_argument("--whisper-model", nargs="*", default=[], help="name (small), hub id or CTranslate2 folder")
+    parser.add_argument("--summary-model", nargs="*", default=[], help="seq2seq hub id or folder")
+    parser.add_argument("--extractive-model", nargs="*", default=[], help="sentence-transformers hub id or folder")
+    parser.add_argument("--align-language", nargs="*", default=[],
+                        help="whisperx: languages whose wav2vec2 alignment model (and NLTK punkt_tab) to fetch")
+    parser.add_argument("--align-model", default=None, help="the alignment model instead of the language's default")
+    args = parser.parse_args(argv)
+
+    items = [item if item.status else ensure(item, cached, fetch) for item, cached, fetch in plan(args)]
+    bad = [i for i in items if i.status in {"missing", "failed"}]
+    if bad:
+        log("not ready: " + "; ".join(f"{i.kind} {i.name} ({i.message})" for i in bad))
+        if offline():
+            log("run `python -m konspekt.warm_cache ...` once with network and HF_HUB_OFFLINE unset, "
+                "or pass local model folders")
+    print(json.dumps({"ok": not bad, "offline": offline(), "models": [asdict(i) for i in items]}), flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

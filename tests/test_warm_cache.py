@@ -1,0 +1,85 @@
+"""Model cache and offline runs: ``konspekt.warm_cache`` and the stage resolving models from HF_HOME.
+
+No hub is reachable here, so a cache is laid out by hand the way huggingface_hub writes it
+(``hub/models--org--name/{refs/main,snapshots/<commit>/}``), filled with the packaged tiny.en.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, new_video_dir
+
+from konspekt.models import packaged_minilm
+from konspekt.sample import SCRIPT, word_error_rate
+from konspekt.stages import extract_audio
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_hub_cache(hf_home: Path, repo_id: str, files: Path | None = None) -> Path:
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / COMMIT
+    if files is not None:
+        shutil.copytree(files, snapshot)
+    else:
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+def run(module: str, *args: str, hf_home: Path, offline: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1" if offline else "0")
+    return subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def report(proc) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_local_folders_satisfy_the_warm_up_offline(tmp_path, tiny_en_model, tiny_bart_dir):
+    proc = run("konspekt.warm_cache", "--whisper-model", tiny_en_model, "--summary-model", tiny_bart_dir,
+               "--extractive-model", packaged_minilm(), hf_home=tmp_path / "empty")
+    assert proc.returncode == 0, proc.stderr
+    assert [m["status"] for m in report(proc)["models"]] == ["local", "local", "local"]
+
+
+def test_cached_hub_models_are_found_offline(tmp_path, tiny_en_model):
+    hf = tmp_path / "hf"
+    fake_hub_cache(hf, "Systran/faster-whisper-tiny.en", Path(tiny_en_model))  # what "tiny.en" downloads
+    fake_hub_cache(hf, "sentence-transformers/all-MiniLM-L6-v2")
+    fake_hub_cache(hf, "slauw87/bart_summarisation")
+    proc = run("konspekt.warm_cache", "--whisper-model", "tiny.en", "--summary-model", "slauw87/bart_summarisation",
+               "--extractive-model", "sentence-transformers/all-MiniLM-L6-v2", hf_home=hf)
+    assert proc.returncode == 0, proc.stderr
+    assert {m["name"]: m["status"] for m in report(proc)["models"]} == {
+        "tiny.en": "cached", "slauw87/bart_summarisation": "cached", "sentence-transformers/all-MiniLM-L6-v2": "cached"}
+
+
+def test_missing_models_offline_fail_clearly(tmp_path):
+    proc = run("konspekt.warm_cache", "--whisper-model", "small", "--summary-model", "slauw87/bart_summarisation",
+               "--align-language", "en", hf_home=tmp_path / "empty")
+    assert proc.returncode == 1
+    models = {m["name"]: m for m in report(proc)["models"]}
+    assert models["small"]["status"] == "missing" and models["slauw87/bart_summarisation"]["status"] == "missing"
+    assert models["facebook/wav2vec2-base-960h"]["status"] == "missing"  # English's wav2vec2 aligner
+    assert "not ready: whisper small" in proc.stderr and "once with network" in proc.stderr
+
+
+def test_stage_runs_offline_from_the_cache_by_model_name(tmp_path, lecture_mp4, tiny_en_model):
+    """`--model tiny.en` resolves to the cached snapshot under HF_HOME, with no network."""
+    hf = tmp_path / "hf"
+    fake_hub_cache(hf, "Systran/faster-whisper-tiny.en", Path(tiny_en_model))
+    video_dir = new_video_dir(tmp_path, lecture_mp4)
+    assert extract_audio.main(["--video-dir", str(video_dir)]) == 0
+    proc = run("konspekt.stages.transcribe", "--video-dir", str(video_dir), "--model", "tiny.en", hf_home=hf)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    t = json.loads((video_dir / "transcript.json").read_text())
+    assert t["model"] == "tiny.en"
+    assert word_error_rate(SCRIPT, " ".join(s["text"] for s in t["segments"])) <= 0.15

@@ -1,0 +1,135 @@
+"""The transcribe stage on the whisperx backend, for real, in whisperx's own venv.
+
+whisperx pins torch~=2.8, so it cannot share the main venv: ``.ci/whisperx-env.sh``
+makes a venv keyed by requirements/whisperx.txt and these tests run the stage with its
+Python in a subprocess (``KONSPEKT_WHISPERX_PYTHON`` points at another interpreter).
+They skip, saying so, where that venv does not exist.
+
+What is real: whisperx's batched decoding of tiny.en over its bundled pyannote VAD, the
+fallback to faster-whisper word timings, and whisperx's wav2vec2 alignment code run
+window by window. What is a stand-in: no wav2vec2 CTC model can be downloaded here, so
+the alignment test caches a *random-weight* tiny Wav2Vec2ForCTC under the default
+model's id, and an empty-parameter NLTK punkt_tab: it checks the wiring and the
+contract (timed words inside their segments), not alignment accuracy.
+"""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, new_video_dir
+from transcript_checks import check_subtitles, check_transcript
+
+from konspekt.sample import SCRIPT, word_error_rate
+from konspekt.stages import extract_audio
+
+
+def whisperx_python() -> Path | None:
+    explicit = os.environ.get("KONSPEKT_WHISPERX_PYTHON")
+    if explicit:
+        return Path(explicit)
+    venv = subprocess.run(["bash", str(ROOT / ".ci" / "whisperx-env.sh"), "--path"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    return Path(venv) / "bin" / "python" if (Path(venv) / ".installed").is_file() else None
+
+
+PYTHON = whisperx_python()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(PYTHON is None or not PYTHON.exists(),
+                       reason="no whisperx venv: create it with `.ci/whisperx-env.sh` (about 7.6 GB, 5 min)"),
+]
+
+MAKE_WAV2VEC2 = r"""
+import json, sys
+from pathlib import Path
+import torch
+from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
+                          Wav2Vec2Processor)
+out = Path(sys.argv[1]); out.mkdir(parents=True)
+vocab = {c: i for i, c in enumerate(["<pad>", "<s>", "</s>", "<unk>", "|", "'", *"abcdefghijklmnopqrstuvwxyz"])}
+(out / "vocab.json").write_text(json.dumps(vocab))
+tokenizer = Wav2Vec2CTCTokenizer(str(out / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|")
+features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True)
+Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out)
+config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                        num_conv_pos_embedding_groups=2, pad_token_id=0)
+torch.manual_seed(0)
+Wav2Vec2ForCTC(config).save_pretrained(out)
+"""
+
+
+@pytest.fixture(scope="module")
+def lecture_dir(tmp_path_factory, lecture_mp4):
+    video_dir = new_video_dir(tmp_path_factory.mktemp("wx-lecture"), lecture_mp4)
+    assert extract_audio.main(["--video-dir", str(video_dir)]) == 0
+    return video_dir
+
+
+def run_whisperx(video_dir: Path, *args: str, **env: str) -> tuple[dict, str]:
+    environ = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **env)
+    proc = subprocess.run([str(PYTHON), "-m", "konspekt.stages.transcribe", "--video-dir", str(video_dir),
+                           "--backend", "whisperx", "--device", "cpu", *args],
+                          env=environ, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_whisperx_batched_with_faster_whisper_word_times(lecture_dir, tiny_en_model, tmp_path):
+    """No alignment model in the (empty) cache: words get faster-whisper's timings, and the transcript says so."""
+    result, err = run_whisperx(lecture_dir, "--model", tiny_en_model, "--batch-size", "4",
+                               HF_HOME=str(tmp_path / "empty-cache"))
+    assert result["details"]["backend"] == "whisperx" and result["details"]["compute_type"] == "int8"
+    assert "no wav2vec2 model for 'en' in the cache" in err
+    t = check_transcript(lecture_dir / "transcript.json")
+    assert (t.backend, t.word_timestamps, t.language, t.language_probability) == ("whisperx", "faster-whisper",
+                                                                                  "en", 1.0)
+    assert word_error_rate(SCRIPT, t.text) <= 0.15
+    assert sum(len(s.words) for s in t.segments) > 50
+    assert len(check_subtitles(lecture_dir, t)) >= 5
+
+
+def test_whisperx_aligns_words_with_wav2vec2_in_windows(lecture_dir, tiny_en_model, tmp_path):
+    # A stand-in, with random weights, cached where the default English aligner would be.
+    snapshot = tmp_path / "hf" / "hub" / "models--facebook--wav2vec2-base-960h" / "snapshots" / ("0" * 40)
+    subprocess.run([str(PYTHON), "-c", MAKE_WAV2VEC2, str(snapshot)], check=True, capture_output=True, timeout=300)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    punkt = tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english"
+    punkt.mkdir(parents=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (punkt / name).touch()  # Punkt with no learned parameters: it splits at every full stop
+
+    _, err = run_whisperx(lecture_dir, "--model", tiny_en_model, "--align-window", "12",
+                               HF_HOME=str(tmp_path / "hf"), NLTK_DATA=str(tmp_path / "nltk"))
+    assert "aligning words with" in err and "models--facebook--wav2vec2-base-960h" in err
+    assert re.search(r"in [2-9] windows of up to 12 s", err), err  # the 34 s lecture, 12 s at a time
+    t = check_transcript(lecture_dir / "transcript.json")
+    assert (t.backend, t.word_timestamps) == ("whisperx", "wav2vec2")
+    assert word_error_rate(SCRIPT, t.text) <= 0.15  # alignment keeps the words it was given
+    assert sum(len(s.words) for s in t.segments) > 50
+    assert len(t.segments) >= 8  # whisperx splits aligned chunks into sentences
+    check_subtitles(lecture_dir, t)
+
+
+def test_warm_cache_in_the_whisperx_env_sees_the_cached_aligner(tmp_path, tiny_en_model):
+    """Offline, a cache holding everything the whisperx stage needs reports ready."""
+    snapshot = tmp_path / "hf" / "hub" / "models--facebook--wav2vec2-base-960h" / "snapshots" / ("1" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("1" * 40)
+    (tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english").mkdir(parents=True)
+    (tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english" / "sent_starters.txt").touch()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               NLTK_DATA=str(tmp_path / "nltk"))
+    proc = subprocess.run([str(PYTHON), "-m", "konspekt.warm_cache", "--whisper-model", tiny_en_model,
+                           "--align-language", "en"], env=env, capture_output=True, text=True, timeout=120)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr
+    assert [(m["kind"], m["status"]) for m in report["models"]] == [("whisper", "local"), ("align", "cached"),
+                                                                      ("nltk", "cached")]
