@@ -10,13 +10,15 @@ TORCH_INDEX ?=
 APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps install demo test test-fast airflow-ui
+.PHONY: help system-deps install demo test test-fast airflow-ui whisperx-env warm-cache
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
 	@echo "make demo VIDEO=path/to/lecture.mp4    the same on your own video"
 	@echo "make test        the test suite (offline; what CI runs)"
 	@echo "make airflow-ui  Airflow standalone on http://127.0.0.1:8080 with the local runner"
+	@echo "make warm-cache  download the configured models once into ./cache (needs network)"
+	@echo "make whisperx-env  the whisperx backend's own venv (torch 2.8, about 7.6 GB)"
 
 system-deps:
 	@missing=""; for b in ffmpeg ffprobe espeak-ng pdftotext; do command -v $$b >/dev/null || missing=1; done; \
@@ -47,3 +49,8 @@ test-fast: install
 airflow-ui: install
 	airflow/run-local.sh airflow standalone
 
+whisperx-env:
+	bash .ci/whisperx-env.sh
+
+warm-cache: install
+	HF_HOME=$(CURDIR)/cache/huggingface PYTHONPATH=dags $(PY) -m konspekt_dags.ensure_models

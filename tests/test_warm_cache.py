@@ -83,3 +83,21 @@ def test_stage_runs_offline_from_the_cache_by_model_name(tmp_path, lecture_mp4, 
     t = json.loads((video_dir / "transcript.json").read_text())
     assert t["model"] == "tiny.en"
     assert word_error_rate(SCRIPT, " ".join(s["text"] for s in t["segments"])) <= 0.15
+
+
+def test_make_warm_cache_fetches_the_configured_models(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("KONSPEKT_WHISPER_MODEL", "medium")
+    monkeypatch.setenv("KONSPEKT_SUMMARY_MODELS", '{"ru": "some/ru-model", "en": "slauw87/bart_summarisation"}')
+    monkeypatch.setenv("AIRFLOW_CONN_KONSPEKT_DATA", "fs://")  # settings setdefaults it; undone after the test
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "dags"))
+    for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
+        del sys.modules[name]
+    from konspekt_dags.ensure_models import warm_cache_argv
+
+    argv = warm_cache_argv()
+    assert argv[argv.index("--whisper-model") + 1] == "medium"
+    summary = argv[argv.index("--summary-model") + 1: argv.index("--extractive-model")]
+    assert summary == ["slauw87/bart_summarisation", "some/ru-model"]  # each model once
