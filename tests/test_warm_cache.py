@@ -90,6 +90,7 @@ def test_make_warm_cache_fetches_the_configured_models(monkeypatch):
     from pathlib import Path
 
     monkeypatch.setenv("KONSPEKT_WHISPER_MODEL", "medium")
+    monkeypatch.delenv("KONSPEKT_TRAIN_BASE_MODEL", raising=False)
     monkeypatch.setenv("KONSPEKT_SUMMARY_MODELS", '{"ru": "some/ru-model", "en": "slauw87/bart_summarisation"}')
     monkeypatch.setenv("AIRFLOW_CONN_KONSPEKT_DATA", "fs://")  # settings setdefaults it; undone after the test
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "dags"))
@@ -101,3 +102,4 @@ def test_make_warm_cache_fetches_the_configured_models(monkeypatch):
     assert argv[argv.index("--whisper-model") + 1] == "medium"
     summary = argv[argv.index("--summary-model") + 1: argv.index("--extractive-model")]
     assert summary == ["slauw87/bart_summarisation", "some/ru-model"]  # each model once
+    assert argv[argv.index("--train-base-model") + 1] == "openai/whisper-small"

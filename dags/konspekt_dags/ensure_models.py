@@ -15,7 +15,7 @@ from konspekt_dags.settings import settings
 def warm_cache_argv() -> list[str]:
     summary = [settings.summary_model, *settings.summary_models.values()]
     return ["python", "-m", "konspekt.warm_cache", "--whisper-model", settings.whisper_model,
-            "--summary-model", *dict.fromkeys(summary), "--extractive-model", DEFAULT_EXTRACTIVE]
+            "--summary-model", *dict.fromkeys(summary), "--extractive-model", DEFAULT_EXTRACTIVE, "--train-base-model", settings.train_base_model]
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ def plan(args: argparse.Namespace) -> list[tuple[Item, Callable, Callable]]:
     steps = [(Item("whisper", m), _whisper_cached, _whisper) for m in args.whisper_model]
     steps += [(Item("summary", m), local_model_dir, _hub) for m in args.summary_model]
     steps += [(Item("extractive", m), local_model_dir, _hub) for m in args.extractive_model]
+    steps += [(Item("train base", m), local_model_dir, _hub) for m in args.train_base_model]
     from konspekt.asr.whisperx import align_model_name
 
     for language in args.align_language:
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extractive-model", nargs="*", default=[], help="sentence-transformers hub id or folder")
     parser.add_argument("--align-language", nargs="*", default=[],
                         help="whisperx: languages whose wav2vec2 alignment model (and NLTK punkt_tab) to fetch")
+    parser.add_argument("--train-base-model", nargs="*", default=[], help="the training DAG's base model (hub id)")
     parser.add_argument("--align-model", default=None, help="the alignment model instead of the language's default")
     args = parser.parse_args(argv)
 

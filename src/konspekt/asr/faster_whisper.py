@@ -27,9 +27,12 @@ def to_word(w) -> Word:
 def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     from faster_whisper import BatchedInferencePipeline
 
+    from konspekt.training import inference_options  # stdlib only: reads <model dir>/konspekt.json
+
     model = model or load_model(opts)
     audio = load_audio(audio_path)
-    options = {"language": opts.language, "beam_size": opts.beam_size, "word_timestamps": True, "vad_filter": True}
+    options = {"language": opts.language, "beam_size": opts.beam_size, "word_timestamps": True,
+               "vad_filter": True, **inference_options(opts.model)}  # {"without_timestamps": True} for our exports
     if opts.batch_size > 1:
         segments_iter, info = BatchedInferencePipeline(model).transcribe(audio, batch_size=opts.batch_size, **options)
     else:

@@ -1,0 +1,112 @@
+"""
+### Fine-tune Whisper on your own lectures
+
+Put a dataset in **`data/train/<dataset>/`**, Hugging Face *audiofolder* style: audio or
+video clips (up to 30 s each) and a `metadata.csv` with the columns `file_name,text`:
+
+```
+data/train/lectures/metadata.csv     file_name,text
+                                     clips/0001.wav,Today we talk about gradient descent.
+data/train/lectures/clips/0001.wav   ...
+```
+
+Trigger this DAG with the dataset's folder name (the form below). It runs
+
+```
+read_data → make_batches → train → evaluate → export
+```
+
+* **read_data** checks every row (a missing file, an empty text, unreadable or over-long
+  audio is reported in the log and skipped; the run fails only when more than
+  `max_bad_fraction` of the rows are bad), extracts audio from videos, and splits the
+  rows into train/validation by a hash of the file name (the same split on every rerun).
+* **make_batches** computes log-mel features and token labels into shards, cached in
+  `data/train_cache/` and reused by any later run on the same data and base model.
+* **train** fine-tunes `base_model` (AdamW, warm-up, gradient accumulation; bf16/fp16 on a
+  GPU). A checkpoint every `ckpt_every` steps: a retry resumes where the crash left off.
+* **evaluate** measures the word error rate on the validation clips before and after.
+* **export** writes `data/models/<run>/ct2`, a CTranslate2 model: give that path to the
+  `lecture_to_pdf` DAG's `whisper_model` Param (in docker mode: `/data/models/<run>/ct2`).
+
+Read progress in **`data/logs/<run>/train.log`** (one line per logged step: step, epoch,
+loss, learning rate, samples/s; then the WER lines), with `metrics.csv` and `loss.png` next
+to it. The base model comes from the model cache or a local folder: task containers have no network.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag
+
+from konspekt_dags.factory import stage_task
+from konspekt_dags.settings import CONTAINER_DATA, CONTAINER_TRAIN_DATA, settings
+
+
+def folder_name(text: str) -> str:
+    """A run id (``manual__2026-01-01T10:00:00+00:00``) as a folder name (as konspekt.training.safe_name)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+
+
+RUN_DIR = f"{CONTAINER_DATA}/train_runs/{{{{ run_id | folder_name }}}}"
+MODEL = ("--base-model", "{{ params.base_model }}", "--language", "{{ params.language }}")
+
+
+@dag(
+    dag_id="train_asr",
+    schedule=None,  # trigger it from the UI (or `airflow dags trigger train_asr -c '{...}'`)
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # one training run at a time: they share the GPU
+    doc_md=__doc__,
+    tags=["konspekt", "training"],
+    user_defined_filters={"folder_name": folder_name},
+    default_args={"retries": settings.retries, "retry_delay": timedelta(seconds=30)},
+    params={
+        "dataset": Param(settings.train_dataset, type="string", minLength=1,
+                         description="folder name under data/train/ (metadata.csv + clips)"),
+        "base_model": Param(settings.train_base_model, type="string",
+                            description="transformers Whisper: a hub id already in the cache, or a local folder"),
+        "language": Param(settings.train_language, type="string", description="the dataset's language (ISO code)"),
+        "epochs": Param(settings.train_epochs, type="number", minimum=0),
+        "max_steps": Param(settings.train_max_steps, type="integer", minimum=0,
+                           description="optimizer steps; 0 = as many as the epochs take"),
+        "learning_rate": Param(settings.train_learning_rate, type="number", exclusiveMinimum=0),
+        "warmup_steps": Param(settings.train_warmup_steps, type="integer", minimum=0),
+        "batch_size": Param(settings.train_batch_size, type="integer", minimum=1),
+        "grad_accum": Param(settings.train_grad_accum, type="integer", minimum=1,
+                            description="micro-batches per optimizer step"),
+        "device": Param(settings.device, enum=["auto", "cpu", "cuda"]),
+        "log_every": Param(settings.train_log_every, type="integer", minimum=1,
+                           description="steps between train.log lines"),
+        "eval_every": Param(settings.train_eval_every, type="integer", minimum=0,
+                            description="steps between validation losses (0: at the end only)"),
+        "ckpt_every": Param(settings.train_ckpt_every, type="integer", minimum=1,
+                            description="steps between checkpoints (a retry resumes from the last)"),
+        "val_fraction": Param(settings.train_val_fraction, type="number", minimum=0, maximum=0.5),
+        "max_bad_fraction": Param(settings.train_max_bad_fraction, type="number", minimum=0, maximum=1),
+    },
+)
+def train_asr():
+    def step(name: str, *args: str, **kwargs):
+        return stage_task(f"training.{name}", RUN_DIR, *args, bad_input="fail", **kwargs)
+
+    read_data = step("read_data", "--dataset", f"{CONTAINER_TRAIN_DATA}/{{{{ params.dataset }}}}",
+                     "--val-fraction", "{{ params.val_fraction }}",
+                     "--max-bad-fraction", "{{ params.max_bad_fraction }}")
+    batches = step("batches", *MODEL, task_id="make_batches")
+    train = step(
+        "train", *MODEL, "--epochs", "{{ params.epochs }}", "--max-steps", "{{ params.max_steps }}",
+        "--learning-rate", "{{ params.learning_rate }}", "--warmup-steps", "{{ params.warmup_steps }}",
+        "--batch-size", "{{ params.batch_size }}", "--grad-accum", "{{ params.grad_accum }}",
+        "--device", "{{ params.device }}", "--log-every", "{{ params.log_every }}",
+        "--eval-every", "{{ params.eval_every }}", "--ckpt-every", "{{ params.ckpt_every }}",
+        gpu=True,
+    )
+    evaluate = step("evaluate", *MODEL, "--device", "{{ params.device }}", gpu=True)
+    export = step("export", *MODEL)
+    read_data >> batches >> train >> evaluate >> export
+
+
+train_asr()

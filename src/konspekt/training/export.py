@@ -1,0 +1,80 @@
+"""export: the fine-tuned model for the inference DAG: transformers + CTranslate2 folders.
+
+    <data root>/models/<run id>/hf/    the transformers model, tokenizer and feature extractor
+    <data root>/models/<run id>/ct2/   CTranslate2 (faster-whisper): give this folder to
+                                       lecture_to_pdf's ``whisper_model`` Param
+
+``ct2/`` carries ``tokenizer.json`` and ``preprocessor_config.json`` (without them
+faster-whisper tries to download openai/whisper-tiny.en), and ``konspekt.json``, which
+tells the transcribe stage what it cannot guess: a vocabulary without timestamp tokens
+must be decoded with ``without_timestamps=True``. Before it reports success, the step
+loads ``ct2/`` in faster-whisper and transcribes a validation clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from konspekt.layout import read_json, write_json
+from konspekt.training import MARKER, RunDir, TrainLog, inference_options, step_main
+from konspekt.training.whisper import load_processor
+
+def convert(hf_dir: Path, out: Path, quantization: str) -> None:
+    from ctranslate2.converters import TransformersConverter
+
+    TransformersConverter(str(hf_dir), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
+        str(out), quantization=quantization, force=True)
+
+
+def verify(ct2_dir: Path, wav: Path, options: dict) -> str:
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=2)
+    # greedy and without temperature fallback: a smoke test, not an evaluation (that was evaluate's job)
+    segments, _ = model.transcribe(str(wav), beam_size=1, temperature=0.0, **options)
+    return " ".join(s.text.strip() for s in segments)
+
+
+def run(run: RunDir, args: argparse.Namespace) -> dict:
+    log = TrainLog(run)
+    if not (run.model / "config.json").is_file():
+        raise FileNotFoundError(f"{run.model} is missing: the train step has not finished")
+    processor = load_processor(str(run.model), args.language)
+    evaluation = run.result("evaluate") if run.result_path("evaluate").is_file() else {}
+    out = run.export
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run.model, tmp / "hf")
+    convert(tmp / "hf", tmp / "ct2", args.quantization)
+    marker = {
+        "without_timestamps": not processor.has_timestamps,
+        "multilingual": processor.multilingual, "language": processor.language,
+        "base_model": args.base_model, "run": run.name, "steps": run.result("train")["steps"],
+        "wer_before": evaluation.get("wer_before"), "wer_after": evaluation.get("wer_after"),
+        "quantization": args.quantization, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(tmp / "ct2" / MARKER, marker)
+    clips = read_json(run.manifest("validation")) or read_json(run.manifest("train"))
+    heard = verify(tmp / "ct2", run.path / clips[0]["audio"], inference_options(tmp / "ct2"))
+    log.line(f"export: faster-whisper loads it and hears {heard[:80]!r} (reference {clips[0]['text'][:80]!r})")
+    shutil.rmtree(out, ignore_errors=True)  # a rerun replaces the previous export of this run
+    tmp.rename(out)
+    log.line(f"export: {out / 'ct2'} ({args.quantization}) is ready: trigger lecture_to_pdf with "
+             f"whisper_model={out / 'ct2'}")
+    return {"ct2": str(out / "ct2"), "hf": str(out / "hf"), "marker": marker, "heard": heard}
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-model", default="", help="recorded in konspekt.json")
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--quantization", default="int8",
+                        help="CTranslate2 weights: int8 (CPU and GPU), float16, int8_float16, float32")
+
+
+main = step_main("export", __doc__.splitlines()[0], _configure, run)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""The training DAG: wiring, docker-mode arguments, and a run end to end in local mode (`airflow dags test`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_dags import load_dagbag
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["read_data", "make_batches", "train", "evaluate", "export"]
+
+
+def test_train_dag_wiring_and_params(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="local")
+    assert bag.import_errors == {}
+    dag = bag.dags["train_asr"]
+    assert dag.schedule is None or str(dag.timetable.summary) in ("None", "")
+    assert dag.doc_md and "data/train/<dataset>" in dag.doc_md and "train.log" in dag.doc_md
+    assert set(dag.task_ids) == set(TASKS)
+    for upstream, downstream in zip(TASKS, TASKS[1:]):
+        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+    assert set(dag.params) >= {"dataset", "base_model", "epochs", "learning_rate", "batch_size", "grad_accum",
+                               "max_steps", "device", "eval_every", "ckpt_every"}
+    task = dag.get_task("make_batches")
+    assert type(task).__name__ == "LocalStageOperator" and task.skip_bad_input is False
+    assert task.command[:5] == ["python", "-m", "konspekt.training.batches", "--run-dir",
+                                "/data/train_runs/{{ run_id | folder_name }}"]
+    assert "--dataset" in dag.get_task("read_data").command
+
+
+def test_run_folder_names_match_the_package(monkeypatch, tmp_path):
+    from konspekt.training import safe_name
+
+    load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path))
+    monkeypatch.syspath_prepend(str(ROOT / "dags"))
+    import train_asr
+
+    for run_id in ("manual__2026-01-01T10:00:00.123456+00:00", "scheduled__x", "a b/c"):
+        assert train_asr.folder_name(run_id) == safe_name(run_id)
+
+
+def test_docker_mode_runs_training_in_the_train_image(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker", DATA_MOUNT_SOURCE="/srv/k/data",
+                      CACHE_MOUNT_SOURCE="/srv/k/cache", IMAGE_TAG="0.1.0", DOCKER_USER="1000:1000", GPU="true")
+    assert bag.import_errors == {}
+    dag = bag.dags["train_asr"]
+    for name in TASKS:
+        op = dag.get_task(name)
+        assert type(op).__name__ == "DockerOperator"
+        assert op.image == "konspekt-train:0.1.0"
+        assert op.command[:2] == ["python", "-m"] and op.command[2].startswith("konspekt.training.")
+        assert op.network_mode == "none" and op.mount_tmp_dir is False and op.user == "1000:1000"
+        mounts = {m["Target"]: (m["Source"], m.get("ReadOnly", False)) for m in op.mounts}
+        assert mounts == {"/data": ("/srv/k/data", False), "/root/.cache": ("/srv/k/cache", False),
+                          "/data/train": ("/srv/k/data/train", True)}
+        assert (op.device_requests is not None) == (name in {"train", "evaluate"})
+        assert 2 not in (op.skip_on_exit_code or [])  # an unusable dataset fails the run
+
+
+def test_parsing_imports_nothing_heavy():
+    code = (
+        "import sys; sys.path.insert(0, 'dags');"
+        "import importlib.util as u; s = u.spec_from_file_location('d', 'dags/train_asr.py');"
+        "m = u.module_from_spec(s); s.loader.exec_module(m);"
+        "heavy = [x for x in ('torch', 'transformers', 'faster_whisper', 'ctranslate2', 'matplotlib', 'docker',"
+        " 'konspekt.stages', 'konspekt.training') if x in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def run_train_dag(base: Path, base_model: str, **env_extra: str) -> tuple[Path, str]:
+    """`airflow dags test train_asr` on a 3-clip dataset in ``base/data``; the run folder and the output."""
+    # 2 training clips, 1 per micro-batch, no accumulation: 2 epochs are 4 optimizer steps
+    conf = {"dataset": "mini", "base_model": base_model, "epochs": 2.0, "max_steps": 0, "batch_size": 1,
+            "grad_accum": 1, "learning_rate": 1e-3, "warmup_steps": 1, "log_every": 1, "ckpt_every": 2,
+            "eval_every": 2, "device": "cpu", "val_fraction": 0.3}
+    data = base / "data"
+    env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
+               KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
+               VENV=os.environ.get("VENV") or str(Path(sys.executable).parent.parent), **env_extra)
+    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
+    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "train_asr",
+                           "-c", json.dumps(conf)], env=env, capture_output=True, text=True, timeout=900)
+    output = proc.stdout + proc.stderr
+    (base / "dags-test.log").write_text(output)
+    runs = list((data / "train_runs").iterdir()) if (data / "train_runs").is_dir() else []
+    assert len(runs) == 1, output[-4000:]
+    return runs[0], output
+
+
+def check_train_run(run_dir: Path, output: str) -> None:
+    data = run_dir.parents[1]
+    assert ":" not in run_dir.name and "+" not in run_dir.name
+    results = {t: json.loads((run_dir / "stages" / f"{m}.json").read_text())["status"]
+               for t, m in zip(TASKS, ["read_data", "batches", "train", "evaluate", "export"])
+               if (run_dir / "stages" / f"{m}.json").is_file()}
+    assert results == dict.fromkeys(TASKS, "ok"), output[-4000:]
+    log = (data / "logs" / run_dir.name / "train.log").read_text()
+    assert all(f" step {s}/4 epoch {s / 2:.2f} " in log for s in range(1, 5)), log
+    assert "eval before training" in log and "eval after training" in log
+    ct2 = data / "models" / run_dir.name / "ct2"
+    assert (ct2 / "model.bin").is_file() and json.loads((ct2 / "konspekt.json").read_text())["steps"] == 4
+    assert (data / "logs" / run_dir.name / "loss.png").is_file()
+    assert "DagRun Finished: dag_id=train_asr" in output and "state=success" in output, output[-3000:]
+
+
+def make_inputs(base: Path) -> Path:
+    """The 3-clip dataset in base/data/train/mini; the tiny base model in base/cache/tiny-whisper."""
+    from konspekt.training.tiny import PHRASES, build_dataset, build_model
+
+    build_dataset(base / "data" / "train" / "mini", sentences=PHRASES[:3], voices=[("en-us", 150)], video_every=3)
+    return build_model(base / "cache" / "tiny-whisper")
+
+
+@pytest.mark.slow
+def test_train_dag_end_to_end_in_local_mode(tmp_path):
+    base_model = make_inputs(tmp_path)
+    check_train_run(*run_train_dag(tmp_path, str(base_model)))
+
+
+@pytest.mark.slow
+def test_train_dag_end_to_end_in_docker_mode(tmp_path):
+    """Every step in the konspekt-train image, as uid 1000, no network, the dataset mounted read-only.
+
+    Runs with KONSPEKT_DOCKER_E2E=1 (.ci/docker-e2e.sh), like tests/test_e2e_docker.py.
+    """
+    if os.environ.get("KONSPEKT_DOCKER_E2E") != "1":
+        pytest.skip("docker-mode end to end runs only with KONSPEKT_DOCKER_E2E=1 (see .ci/docker-e2e.sh)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the data root is handed to uid 1000, as the task containers run")
+    from konspekt.doctor import DockerAPI, DockerError
+
+    url = os.environ.get("KONSPEKT_DOCKER_URL") or "tcp://127.0.0.1:2375"
+    image = "{}-train:{}".format(os.environ.get("KONSPEKT_IMAGE_PREFIX") or "konspekt",
+                                 os.environ.get("KONSPEKT_IMAGE_TAG") or "latest")
+    api = DockerAPI(url)
+    try:
+        api.ping()
+    except DockerError as exc:
+        pytest.fail(f"KONSPEKT_DOCKER_E2E=1 but no Docker engine answers at {url}: {exc}")
+    if api.image(image) is None:
+        pytest.fail(f"{image} is missing in {url} (build it: images/build.sh train)")
+    make_inputs(tmp_path)
+    dataset = tmp_path / "data" / "train" / "mini"
+    before = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    for p in (tmp_path, *tmp_path.rglob("*")):
+        os.chown(p, 1000, 1000, follow_symlinks=False)
+    run_dir, output = run_train_dag(
+        tmp_path, "/root/.cache/tiny-whisper",  # the base model inside the task container
+        KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=url, KONSPEKT_DOCKER_USER="1000:1000",
+        KONSPEKT_DATA_MOUNT_SOURCE=str(tmp_path / "data"), KONSPEKT_CACHE_MOUNT_SOURCE=str(tmp_path / "cache"))
+    check_train_run(run_dir, output)
+    assert output.count(f"Starting docker container from image {image}") == len(TASKS), output[-3000:]
+    assert {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()} == before  # read only
+    assert (run_dir / "model" / "config.json").stat().st_uid == 1000
