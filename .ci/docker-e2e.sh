@@ -139,5 +139,6 @@ phase "compose"
 
 # 6. The DAG in docker mode against the engine.
 KONSPEKT_DOCKER_E2E=1 KONSPEKT_DOCKER_URL=$DOCKER_URL HF_HUB_OFFLINE=1 VENV="$VENV" \
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_e2e_docker.py ${PYTEST_ARGS:-}
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_e2e_docker.py \
+  tests/test_train_dag.py::test_train_dag_end_to_end_in_docker_mode ${PYTEST_ARGS:-}
 phase "docker e2e"
