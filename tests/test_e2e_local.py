@@ -25,7 +25,7 @@ def dag_run(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model):
     base = tmp_path_factory.mktemp("e2e")
     data = base / "data"
     (data / "input").mkdir(parents=True)
-    good = data / "input" / "Лекция 1 — the 'water' cycle.mp4"
+    good = data / "input" / "Лекция 1 — the 'water' cycle $(touch pwned).mp4"  # no name reaches a shell
     bad = data / "input" / "no sound.mp4"
     shutil.copy(lecture_mp4, good)
     shutil.copy(silent_video, bad)
@@ -45,7 +45,7 @@ def dag_run(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model):
 
 def test_good_video_becomes_a_pdf_with_the_transcript(dag_run):
     data, proc, _, _ = dag_run
-    out = data / "output" / "Лекция 1 — the 'water' cycle"
+    out = data / "output" / "Лекция 1 — the 'water' cycle $(touch pwned)"
     assert (out / "report.pdf").is_file(), proc.stdout[-3000:]
     text = subprocess.run(["pdftotext", str(out / "report.pdf"), "-"], capture_output=True, text=True,
                           check=True).stdout
@@ -67,6 +67,11 @@ def test_bad_video_is_quarantined_and_untouched(dag_run):
     assert (failed / "no sound.mp4").read_bytes() == silent_bytes
     error = json.loads((failed / "error.json").read_text())
     assert error["stage"] == "extract_audio" and "no audio track" in error["reason"]
+
+
+def test_no_file_name_is_ever_executed(dag_run):
+    data = dag_run[0]
+    assert not list(data.parent.rglob("pwned")) and not (ROOT / "pwned").exists()
 
 
 def test_inputs_are_archived_and_temp_files_left_alone(dag_run):
