@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps install demo test test-fast airflow-ui whisperx-env warm-cache images locks doctor test-docker
+.PHONY: help system-deps install demo test test-fast airflow-ui whisperx-env warm-cache images locks doctor test-docker bench
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
@@ -22,6 +22,7 @@ help:
 	@echo "make images      build the task images into the daemon at \$$DOCKER_HOST (IMAGES='asr summarize' for some)"
 	@echo "make doctor      check daemon, images, mounts, ffmpeg/openSMILE, GPU, models (KONSPEKT_* or DOCTOR_ARGS)"
 	@echo "make test-docker docker-mode end to end on a real engine (root; what CI runs)"
+	@echo "make bench       benchmarks, not tests: BENCH_ARGS=\"--lengths 1,10,60 --throughput 10\""
 
 system-deps:
 	@missing=""; for b in ffmpeg ffprobe espeak-ng pdftotext; do command -v $$b >/dev/null || missing=1; done; \
@@ -69,3 +70,7 @@ doctor: install
 
 test-docker: install
 	VENV=$(VENV) bash .ci/docker-e2e.sh
+
+# Benchmarks (issue 8), not part of the tests.
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)

