@@ -17,9 +17,6 @@ from konspekt.asr.subtitles import WRITERS, cues, timestamp, to_srt, to_txt, to_
 from konspekt.layout import VideoDir, write_json, write_text
 from konspekt.stage import BadInput, log, main_for
 
-# Kept for callers of the old names.
-pick_device, pick_compute_type = asr.pick_device, asr.pick_compute_type
-
 
 def run(video: VideoDir, args: argparse.Namespace):
     if not video.audio.is_file():
