@@ -48,6 +48,10 @@ from konspekt_dags.settings import settings
         "asr_batch_size": Param(settings.asr_batch_size, type="integer", minimum=1,
                                 description="chunks decoded together; 1 = sequential decoding"),
         "asr_beam_size": Param(settings.asr_beam_size, type="integer", minimum=1),
+        "diarize": Param(settings.diarize, type="boolean",
+                         description="label who speaks (pyannote); its model must be in the cache: set HF_TOKEN "
+                                     "and KONSPEKT_DIARIZE=true, then run make warm-cache"),
+        "speakers": Param(0, type="integer", minimum=0, description="number of speakers if known; 0 = detect"),
         "summary_method": Param(settings.summary_method, enum=["auto", "abstractive", "extractive"],
                                 description="auto: abstractive when the model is downloaded, else extractive"),
         "summary_model": Param(settings.summary_model, type="string", description="seq2seq model id or folder"),
@@ -108,7 +112,9 @@ def lecture_to_pdf():
         text = stage_task("transcribe", video_dir, "--model", "{{ params.whisper_model }}",
                           "--language", "{{ params.language }}", "--device", "{{ params.device }}",
                           "--backend", "{{ params.asr_backend }}", "--batch-size", "{{ params.asr_batch_size }}",
-                          "--beam-size", "{{ params.asr_beam_size }}", gpu=True)
+                          "--beam-size", "{{ params.asr_beam_size }}", "--diarize", "{{ params.diarize }}",
+                          "--speakers", "{{ params.speakers }}", "--diarization-model", settings.diarization_model,
+                          gpu=True)
         summary = stage_task("summarize", video_dir, "--method", "{{ params.summary_method }}",
                              "--model", "{{ params.summary_model }}", "--models", "{{ params.summary_models | tojson }}",
                              "--device", "{{ params.device }}", gpu=True)

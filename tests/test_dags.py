@@ -43,7 +43,8 @@ def test_no_import_errors_and_the_task_graph(monkeypatch, tmp_path):
     assert down["process.render_pdf"] == {"process.finalize"}
     assert dag.get_task("process.finalize").trigger_rule == "all_done"
     assert set(dag.params) >= {"whisper_model", "language", "device", "summary_method", "summary_model",
-                               "summary_models"}
+                               "summary_models", "diarize", "speakers"}
+    assert dag.params["diarize"] is False and dag.params["speakers"] == 0  # off by default: its model is gated
     sensor = dag.get_task("wait_for_video")
     assert sensor.fs_conn_id == "konspekt_data" and sensor.filepath.startswith("input/")
 
@@ -54,6 +55,9 @@ def test_local_mode_runs_the_stage_argv_with_the_local_interpreter(monkeypatch, 
     assert type(task).__name__ == "LocalStageOperator"
     assert task.command[:4] == ["python", "-m", "konspekt.stages.transcribe", "--video-dir"]
     assert "{{ params.whisper_model }}" in task.command
+    flags = dict(zip(task.command[3::2], task.command[4::2]))  # --video-dir X --model Y ...
+    assert flags["--diarize"] == "{{ params.diarize }}" and flags["--speakers"] == "{{ params.speakers }}"
+    assert flags["--diarization-model"] == "pyannote/speaker-diarization-community-1"
     # the per-language summary models travel as one JSON argument
     summarize = bag.dags["lecture_to_pdf"].get_task("process.summarize")
     template = summarize.command[summarize.command.index("--models") + 1]

@@ -103,3 +103,12 @@ def test_make_warm_cache_fetches_the_configured_models(monkeypatch):
     summary = argv[argv.index("--summary-model") + 1: argv.index("--extractive-model")]
     assert summary == ["slauw87/bart_summarisation", "some/ru-model"]  # each model once
     assert argv[argv.index("--train-base-model") + 1] == "openai/whisper-small"
+    assert "--diarization-model" not in argv  # diarization is off unless configured: its model is gated
+
+    monkeypatch.setenv("KONSPEKT_DIARIZE", "true")
+    for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
+        del sys.modules[name]
+    from konspekt_dags.ensure_models import warm_cache_argv
+
+    argv = warm_cache_argv()
+    assert argv[argv.index("--diarization-model") + 1:] == ["pyannote/speaker-diarization-community-1"]

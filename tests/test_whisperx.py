@@ -133,3 +133,113 @@ def test_warm_cache_in_the_whisperx_env_sees_the_cached_aligner(tmp_path, tiny_e
     assert proc.returncode == 0, proc.stderr
     assert [(m["kind"], m["status"]) for m in report["models"]] == [("whisper", "local"), ("align", "cached"),
                                                                       ("nltk", "cached")]
+
+
+# -- speaker diarization ----------------------------------------------------------------------------
+# pyannote's pipeline, for real, built offline in a local folder: the segmentation model is the trained
+# pyannote/segmentation that ships in the whisperx wheel; the speaker-embedding network has random
+# weights (the real one is gated on the hub) and the PLDA is an identity. With ``--speakers 2`` that is
+# enough to tell espeak's male and female voices apart; it checks the wiring, not pyannote's accuracy.
+MAKE_PIPELINE = r"""
+import os, shutil, sys
+os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
+from pathlib import Path
+import lightning, numpy as np, torch, whisperx
+from pyannote.audio import Model
+from pyannote.audio.core.task import Problem, Resolution, Specifications
+from pyannote.audio.models.embedding import WeSpeakerResNet34
+out = Path(sys.argv[1])
+(out / "segmentation").mkdir(parents=True)
+shutil.copy(Path(whisperx.__file__).parent / "assets" / "pytorch_model.bin", out / "segmentation")
+torch.manual_seed(0)
+embedding = WeSpeakerResNet34()
+embedding.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=10.0)
+checkpoint = {"state_dict": embedding.state_dict(), "hyper_parameters": dict(embedding.hparams),
+              "pytorch-lightning_version": lightning.__version__}
+embedding.on_save_checkpoint(checkpoint)
+(out / "embedding").mkdir()
+torch.save(checkpoint, out / "embedding" / "pytorch_model.bin")
+dim, lda_dim = Model.from_pretrained(str(out / "embedding")).dimension, 128
+lda, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((dim, lda_dim)))
+(out / "plda").mkdir()
+np.savez(out / "plda" / "xvec_transform.npz", mean1=np.zeros(dim), mean2=np.zeros(lda_dim), lda=lda)
+np.savez(out / "plda" / "plda.npz", mu=np.zeros(lda_dim), tr=np.eye(lda_dim), psi=np.linspace(2.0, 0.1, lda_dim))
+(out / "config.yaml").write_text('''pipeline:
+  name: pyannote.audio.pipelines.SpeakerDiarization
+  params: {segmentation: $model/segmentation, embedding: $model/embedding, plda: $model/plda,
+           clustering: VBxClustering, embedding_exclude_overlap: true}
+params:
+  segmentation: {threshold: 0.5, min_duration_off: 0.0}
+  clustering: {threshold: 0.6, Fa: 0.07, Fb: 0.8}
+''')
+"""
+DIALOGUE = [("en-us", "Good morning. Today we talk about the water cycle and why rain falls."),
+            ("en+f3", "Professor, does evaporation happen only over the oceans?"),
+            ("en-us", "No. Water evaporates from lakes, rivers and even from plant leaves."),
+            ("en+f3", "Thank you, that makes sense.")]
+SECRET = "hf_konspektTestTokenThatMustNeverBeLogged0123"
+
+
+@pytest.fixture(scope="module")
+def dialogue_dir(tmp_path_factory) -> tuple[Path, list[float]]:
+    """A lecturer (male voice) and a student (female voice) taking turns; returns the turns' start times."""
+    from konspekt.sample import speak
+
+    media = tmp_path_factory.mktemp("dialogue")
+    parts = [speak(text, media / f"part{i}.wav", voice=voice, video=False) for i, (voice, text) in enumerate(DIALOGUE)]
+    (media / "parts.txt").write_text("".join(f"file '{p}'\n" for p in parts))
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(media / "parts.txt"),
+                    "-ar", "16000", "-ac", "1", str(media / "dialogue.wav")], check=True)
+    starts, t = [], 0.0
+    for part in parts:
+        starts.append(t)
+        t += float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                                   str(part)], capture_output=True, text=True, check=True).stdout)
+    video_dir = new_video_dir(media, media / "dialogue.wav", name="dialogue.wav")
+    assert extract_audio.main(["--video-dir", str(video_dir)]) == 0
+    return video_dir, starts
+
+
+def written_text(video_dir: Path) -> str:
+    return "".join(p.read_text(encoding="utf-8") for p in video_dir.rglob("*") if p.suffix in {
+        ".json", ".txt", ".srt", ".vtt", ".tsv"})
+
+
+def test_diarization_labels_each_turn_with_its_speaker(dialogue_dir, tiny_en_model, tmp_path):
+    video_dir, starts = dialogue_dir
+    subprocess.run([str(PYTHON), "-c", MAKE_PIPELINE, str(tmp_path / "pipeline")], check=True, capture_output=True,
+                   timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    result, err = run_whisperx(video_dir, "--model", tiny_en_model, "--diarize", "--speakers", "2",
+                               "--diarization-model", str(tmp_path / "pipeline"),
+                               HF_HOME=str(tmp_path / "empty-cache"), HF_TOKEN=SECRET)
+    t = check_transcript(video_dir / "transcript.json")
+    assert t.diarization.status == "ok" and len(t.diarization.speakers) == 2, err
+    assert sorted(result["details"]["speakers"]) == sorted(t.diarization.speakers)
+    words = [w for s in t.segments for w in s.words]
+    assert words and all(w.speaker in t.diarization.speakers for w in words)
+    assert all(w.speaker == s.speaker for s in t.segments for w in s.words)  # segments are cut at changes
+
+    def speaker_of_turn(i: int) -> str:
+        end = starts[i + 1] if i + 1 < len(starts) else t.duration + 1
+        said = [w.speaker for w in words if starts[i] <= (w.start + w.end) / 2 < end]
+        return max(set(said), key=said.count)
+
+    lecturer, student = speaker_of_turn(0), speaker_of_turn(1)
+    assert lecturer != student and [speaker_of_turn(2), speaker_of_turn(3)] == [lecturer, student]
+    check_subtitles(video_dir, t)
+    srt = (video_dir / "transcript.srt").read_text(encoding="utf-8")
+    assert srt.count(f"[{student}]") == 2 and srt.count(f"[{lecturer}]") == 2  # a label at each change
+    assert "diarized 100%" in err or "speakers in" in err
+    assert SECRET not in err + json.dumps(result) + written_text(video_dir)
+
+
+def test_diarization_model_missing_offline_keeps_the_transcript(dialogue_dir, tiny_en_model, tmp_path):
+    video_dir, _ = dialogue_dir
+    result, err = run_whisperx(video_dir, "--model", tiny_en_model, "--diarize", "true",
+                               HF_HOME=str(tmp_path / "empty-cache"), HF_TOKEN=SECRET)
+    t = check_transcript(video_dir / "transcript.json")
+    assert t.diarization.status == "skipped" and "is not in the cache" in t.diarization.reason
+    assert "konspekt.warm_cache --diarization-model pyannote/speaker-diarization-community-1" in t.diarization.reason
+    assert all(s.speaker is None for s in t.segments) and word_error_rate(" ".join(x for _, x in DIALOGUE),
+                                                                         t.text) <= 0.2
+    assert SECRET not in err + json.dumps(result) + written_text(video_dir)

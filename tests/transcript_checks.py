@@ -13,14 +13,20 @@ from konspekt.contracts import Transcript
 from konspekt.sample import normalise_words
 
 NUMBER, OPTIONAL_PROB = {"type": "number", "minimum": 0}, {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+SPEAKER = {"type": ["string", "null"], "minLength": 1}
 WORD = {"type": "object", "additionalProperties": False, "required": ["start", "end", "text", "probability"],
         "properties": {"start": NUMBER, "end": NUMBER, "text": {"type": "string", "minLength": 1},
-                       "probability": OPTIONAL_PROB}}
+                       "probability": OPTIONAL_PROB, "speaker": SPEAKER}}
 SEGMENT = {"type": "object", "additionalProperties": False,
            "required": ["id", "start", "end", "text", "words", "avg_logprob", "no_speech_prob"],
            "properties": {"id": {"type": "integer", "minimum": 0}, "start": NUMBER, "end": NUMBER,
                           "text": {"type": "string"}, "words": {"type": "array", "items": WORD},
-                          "avg_logprob": {"type": ["number", "null"], "maximum": 0}, "no_speech_prob": OPTIONAL_PROB}}
+                          "avg_logprob": {"type": ["number", "null"], "maximum": 0}, "no_speech_prob": OPTIONAL_PROB,
+                          "speaker": SPEAKER}}
+DIARIZATION = {"type": ["object", "null"], "additionalProperties": False, "required": ["status", "model"],
+               "properties": {"status": {"enum": ["ok", "skipped"]}, "model": {"type": "string", "minLength": 1},
+                              "speakers": {"type": "array", "items": {"type": "string"}},
+                              "reason": {"type": ["string", "null"]}}}
 TRANSCRIPT_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "additionalProperties": False,
     "required": ["language", "language_probability", "duration", "model", "segments", "backend", "word_timestamps"],
@@ -28,9 +34,10 @@ TRANSCRIPT_SCHEMA = {
                    "duration": {"type": "number", "exclusiveMinimum": 0}, "model": {"type": "string", "minLength": 1},
                    "segments": {"type": "array", "items": SEGMENT},
                    "backend": {"enum": ["faster-whisper", "whisperx"]},
-                   "word_timestamps": {"enum": ["faster-whisper", "wav2vec2"]}},
+                   "word_timestamps": {"enum": ["faster-whisper", "wav2vec2"]}, "diarization": DIARIZATION},
 }
 
+LABEL = re.compile(r"^\[[^\]]+\] ")  # a speaker label opening a cue
 CUE = re.compile(r"^(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)$")
 MAX_LINE = 60  # characters a subtitle line may have (they aim at 42)
 
@@ -82,14 +89,16 @@ def check_subtitles(video_dir: Path, transcript: Transcript) -> list[tuple[float
         assert a < b
     for (_, end, _), (start, _, _) in zip(srt_cues, srt_cues[1:]):
         assert end <= start, "cues never overlap"
-    said = " ".join(" ".join(lines) for _, _, lines in srt_cues)
+    said = " ".join(LABEL.sub("", " ".join(lines)) for _, _, lines in srt_cues)
     assert normalise_words(said) == normalise_words(transcript.text), "subtitles hold every word, in order"
 
     rows = (video_dir / "transcript.tsv").read_text(encoding="utf-8").splitlines()
-    assert rows[0] == "start\tend\ttext"
+    diarized = transcript.diarization is not None and transcript.diarization.status == "ok"
+    assert rows[0] == "start\tend\ttext" + ("\tspeaker" if diarized else "")
     cells = [row.split("\t") for row in rows[1:]]
-    assert all(len(c) == 3 and c[0].isdigit() and c[1].isdigit() and int(c[0]) <= int(c[1]) for c in cells)
+    assert all(len(c) == len(rows[0].split("\t")) and c[0].isdigit() and c[1].isdigit() and int(c[0]) <= int(c[1]) for c in cells)
     assert len(cells) == len([s for s in transcript.segments if s.text.strip()])
     txt = (video_dir / "transcript.txt").read_text(encoding="utf-8")
-    assert normalise_words(txt) == normalise_words(transcript.text)
+    spoken = [line for line in txt.splitlines() if not (diarized and re.fullmatch(r"\S+:", line))]
+    assert normalise_words(" ".join(spoken)) == normalise_words(transcript.text)
     return srt_cues

@@ -15,7 +15,8 @@ from konspekt_dags.settings import settings
 def warm_cache_argv() -> list[str]:
     summary = [settings.summary_model, *settings.summary_models.values()]
     return ["python", "-m", "konspekt.warm_cache", "--whisper-model", settings.whisper_model,
-            "--summary-model", *dict.fromkeys(summary), "--extractive-model", DEFAULT_EXTRACTIVE, "--train-base-model", settings.train_base_model]
+            "--summary-model", *dict.fromkeys(summary), "--extractive-model", DEFAULT_EXTRACTIVE, "--train-base-model", settings.train_base_model,
+            *(["--diarization-model", settings.diarization_model] if settings.diarize else [])]
 
 
 if __name__ == "__main__":

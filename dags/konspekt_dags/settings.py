@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from konspekt.asr.diarize import DEFAULT_MODEL as DEFAULT_DIARIZATION_MODEL
+
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]  # the repository: dags/ sits at its top
 CONTAINER_DATA = "/data"  # the data root as every task container (and every stage argv) sees it
 CONTAINER_CACHE = "/root/.cache"
@@ -71,6 +73,9 @@ class Settings:
     asr_backend: str = field(default_factory=lambda: _env("ASR_BACKEND", "auto"))  # | faster-whisper | whisperx
     asr_batch_size: int = field(default_factory=lambda: int(_env("ASR_BATCH_SIZE", "8")))
     asr_beam_size: int = field(default_factory=lambda: int(_env("ASR_BEAM_SIZE", "5")))
+    # speaker labels: pyannote's gated pipeline; HF_TOKEN (the hub's own variable) fetches it once
+    diarize: bool = field(default_factory=lambda: _flag("DIARIZE", False))
+    diarization_model: str = field(default_factory=lambda: _env("DIARIZATION_MODEL", DEFAULT_DIARIZATION_MODEL))
     summary_method: str = field(default_factory=lambda: _env("SUMMARY_METHOD", "auto"))
     summary_model: str = field(default_factory=lambda: _env("SUMMARY_MODEL", "slauw87/bart_summarisation"))
     # summary models for other languages, e.g. {"ru": "IlyaGusev/mbart_ru_sum_gazeta"}; "*" = any other

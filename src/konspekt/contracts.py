@@ -27,6 +27,7 @@ class Word:
     end: float
     text: str
     probability: float | None = None
+    speaker: str | None = None  # set by diarization
 
 
 @dataclass
@@ -38,11 +39,22 @@ class Segment:
     words: list[Word] = field(default_factory=list)
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    speaker: str | None = None  # set by diarization: the speaker of most of its words
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
         words = [Word(**w) for w in data.get("words", [])]
         return cls(**{**data, "words": words})
+
+
+@dataclass
+class Diarization:
+    """Whether speakers were told apart, by which model, and why not when they were not."""
+
+    status: str  # "ok" | "skipped"
+    model: str
+    speakers: list[str] = field(default_factory=list)
+    reason: str | None = None  # why it was skipped, in plain words
 
 
 @dataclass
@@ -54,6 +66,7 @@ class Transcript:
     segments: list[Segment]
     backend: str = "faster-whisper"
     word_timestamps: str = "faster-whisper"  # how word times were obtained
+    diarization: Diarization | None = None  # None: not asked for
 
     @property
     def text(self) -> str:
@@ -62,7 +75,8 @@ class Transcript:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Transcript:
         segments = [Segment.from_dict(s) for s in data.get("segments", [])]
-        return cls(**{**data, "segments": segments})
+        diarization = Diarization(**data["diarization"]) if data.get("diarization") else None
+        return cls(**{**data, "segments": segments, "diarization": diarization})
 
     @classmethod
     def load(cls, path: Path) -> Transcript:

@@ -19,6 +19,7 @@ class Sentence:
     start: float
     end: float
     text: str
+    speaker: str | None = None  # with diarization; a change of speaker also ends a sentence
 
 
 def split_sentences(text: str, max_words: int = MAX_SENTENCE_WORDS) -> list[str]:
@@ -34,20 +35,21 @@ def split_sentences(text: str, max_words: int = MAX_SENTENCE_WORDS) -> list[str]
 def timed_sentences(transcript: Transcript, max_words: int = MAX_SENTENCE_WORDS) -> list[Sentence]:
     """The transcript cut into sentences with times, across segment borders (ASR segments often
     end mid-sentence); a segment without word times spreads its words evenly over its span."""
-    words: list[tuple[float, float, str]] = []
+    words: list[tuple[float, float, str, str | None]] = []
     for seg in transcript.segments:
         if seg.words:
-            words += [(w.start, w.end, w.text.strip()) for w in seg.words if w.text.strip()]
+            words += [(w.start, w.end, w.text.strip(), w.speaker or seg.speaker) for w in seg.words if w.text.strip()]
         elif tokens := seg.text.split():
             step = (seg.end - seg.start) / len(tokens)
-            words += [(seg.start + i * step, seg.start + (i + 1) * step, t) for i, t in enumerate(tokens)]
+            words += [(seg.start + i * step, seg.start + (i + 1) * step, t, seg.speaker) for i, t in enumerate(tokens)]
     out: list[Sentence] = []
-    current: list[tuple[float, float, str]] = []
-    for word in words:
+    current: list[tuple[float, float, str, str | None]] = []
+    for i, word in enumerate(words):
         current.append(word)
-        if SENTENCE_END.search(word[2]) or len(current) >= max_words:
-            out.append(Sentence(current[0][0], current[-1][1], " ".join(w[2] for w in current)))
+        next_speaker = words[i + 1][3] if i + 1 < len(words) else word[3]
+        if SENTENCE_END.search(word[2]) or len(current) >= max_words or next_speaker != word[3]:
+            out.append(Sentence(current[0][0], current[-1][1], " ".join(w[2] for w in current), current[0][3]))
             current = []
     if current:
-        out.append(Sentence(current[0][0], current[-1][1], " ".join(w[2] for w in current)))
+        out.append(Sentence(current[0][0], current[-1][1], " ".join(w[2] for w in current), current[0][3]))
     return out

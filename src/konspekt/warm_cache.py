@@ -43,6 +43,17 @@ def _hub(name: str) -> str:
     return snapshot_download(name, ignore_patterns=SKIP_PATTERNS)
 
 
+def _gated(name: str) -> str:
+    """A gated hub model (pyannote's): huggingface_hub reads the token from HF_TOKEN, never argv."""
+    from huggingface_hub.errors import GatedRepoError
+
+    try:
+        return _hub(name)
+    except GatedRepoError:
+        raise RuntimeError(f"{name} is gated: accept its terms on the hub and set HF_TOKEN to a token of "
+                           "that account") from None
+
+
 def _whisper(name: str) -> str:
     if importlib.util.find_spec("faster_whisper") is None:
         return _hub(name)
@@ -101,6 +112,7 @@ def plan(args: argparse.Namespace) -> list[tuple[Item, Callable, Callable]]:
     steps += [(Item("summary", m), local_model_dir, _hub) for m in args.summary_model]
     steps += [(Item("extractive", m), local_model_dir, _hub) for m in args.extractive_model]
     steps += [(Item("train base", m), local_model_dir, _hub) for m in args.train_base_model]
+    steps += [(Item("diarization", m), local_model_dir, _gated) for m in args.diarization_model]
     from konspekt.asr.whisperx import align_model_name
 
     for language in args.align_language:
@@ -127,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--align-language", nargs="*", default=[],
                         help="whisperx: languages whose wav2vec2 alignment model (and NLTK punkt_tab) to fetch")
     parser.add_argument("--train-base-model", nargs="*", default=[], help="the training DAG's base model (hub id)")
+    parser.add_argument("--diarization-model", nargs="*", default=[],
+                        help="pyannote speaker-diarization pipeline (gated: needs HF_TOKEN in the environment)")
     parser.add_argument("--align-model", default=None, help="the alignment model instead of the language's default")
     args = parser.parse_args(argv)
 

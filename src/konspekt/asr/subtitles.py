@@ -3,6 +3,7 @@
 Cues are cut at word boundaries (sentence ends preferred) so each one is short
 enough to read, wrapped to at most two lines, and clipped so that no cue ever
 overlaps the next one: players show overlapping cues stacked or drop them.
+With diarization, a cue starts with ``[SPEAKER_00]`` wherever the speaker changes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def _spread(seg: Segment) -> list[Word]:
     texts = seg.text.split()
     step = (seg.end - seg.start) / max(len(texts), 1)
     return [Word(seg.start + i * step, seg.start + (i + 1) * step, t) for i, t in enumerate(texts)]
+
+
+def label(speaker: str) -> str:
+    return f"[{speaker}] "
 
 
 def _split_words(seg: Segment) -> list[tuple[float, float, str]]:
@@ -57,14 +62,16 @@ def _wrap(text: str) -> str:
 
 def cues(transcript: Transcript) -> list[tuple[float, float, str]]:
     """Subtitle cues of readable length, in time order, never overlapping the next one."""
-    raw = sorted((c for seg in transcript.segments if seg.text.strip() for c in _split_words(seg)),
+    raw = sorted(((*c, seg.speaker) for seg in transcript.segments if seg.text.strip() for c in _split_words(seg)),
                  key=lambda c: c[0])
     out: list[tuple[float, float, str]] = []
-    for i, (start, end, text) in enumerate(raw):
+    for i, (start, end, text, speaker) in enumerate(raw):
         if out:  # a cue starting inside the previous one starts where that one ends
             start = max(start, out[-1][1])
         if i + 1 < len(raw):
             end = min(end, raw[i + 1][0])
+        if speaker and (i == 0 or raw[i - 1][3] != speaker):
+            text = label(speaker) + text.strip()
         out.append((start, max(end, start + MIN_CUE_SECONDS), _wrap(text.strip())))
     return out
 
@@ -80,13 +87,25 @@ def to_vtt(transcript: Transcript) -> str:
 
 
 def to_txt(transcript: Transcript) -> str:
-    return "\n".join(s.text.strip() for s in transcript.segments if s.text.strip()) + "\n"
+    """One line per segment; with speakers, a ``SPEAKER_00:`` line opens each change of speaker."""
+    lines, speaker = [], None
+    for seg in transcript.segments:
+        if not seg.text.strip():
+            continue
+        if seg.speaker and seg.speaker != speaker:
+            lines.append(("\n" if lines else "") + f"{seg.speaker}:")
+            speaker = seg.speaker
+        lines.append(seg.text.strip())
+    return "\n".join(lines) + "\n"
 
 
 def to_tsv(transcript: Transcript) -> str:
-    """One row per segment, times in integer milliseconds: the layout of openai-whisper's ``--output_format tsv``."""
-    rows = ["start\tend\ttext"]
+    """One row per segment, times in integer milliseconds: the layout of openai-whisper's ``--output_format tsv``,
+    with a fourth column, ``speaker``, when speakers were told apart."""
+    speakers = transcript.diarization is not None and transcript.diarization.status == "ok"
+    rows = ["start\tend\ttext" + ("\tspeaker" if speakers else "")]
     rows += [f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{' '.join(s.text.split())}"
+             + (f"\t{s.speaker or ''}" if speakers else "")
              for s in transcript.segments if s.text.strip()]
     return "\n".join(rows) + "\n"
 

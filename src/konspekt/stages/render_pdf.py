@@ -97,7 +97,8 @@ def model_label(name: str | None) -> str:
 
 def paragraphs(sentences: list[Sentence], breaks: list[float] = ()) -> list[list[Sentence]]:
     """Consecutive sentences in paragraphs of about ``PARAGRAPH_SECONDS``; one also starts at each of
-    ``breaks`` (the outline's section starts), so no paragraph straddles two sections."""
+    ``breaks`` (the outline's section starts), so no paragraph straddles two sections, and at each
+    change of speaker."""
     groups: list[list[Sentence]] = []
     pending = sorted(breaks)
     for sentence in sentences:
@@ -105,7 +106,8 @@ def paragraphs(sentences: list[Sentence], breaks: list[float] = ()) -> list[list
         while pending and sentence.start >= pending[0] - 1e-6:
             pending.pop(0)
             crossed = True
-        if not groups or crossed or sentence.start - groups[-1][0].start >= PARAGRAPH_SECONDS:
+        if (not groups or crossed or sentence.start - groups[-1][0].start >= PARAGRAPH_SECONDS
+                or sentence.speaker != groups[-1][0].speaker):
             groups.append([])
         groups[-1].append(sentence)
     return groups
@@ -170,7 +172,8 @@ def report_data(report: Report) -> dict[str, Any]:
         },
         "transcript": [
             {"start": round(g[0].start, 3), "end": round(g[-1].end, 3),
-             "section": section_number(g[0].start, sections), "text": " ".join(s.text for s in g)}
+             "section": section_number(g[0].start, sections), "speaker": g[0].speaker,
+             "text": " ".join(s.text for s in g)}
             for g in paragraphs(timed_sentences(tr), [s.start for s in sections[1:]])
         ],
     }
@@ -368,7 +371,8 @@ def transcript(data: dict[str, Any], pg: Page) -> list:
             s = pg.sections[current - 1]
             story.append(pg.p(f"§{current} · {clock(s['start'], pg.hours)} — {_text(s['title'])}", "marker"))
         stamp = clock(para["start"], hours=pg.hours)
-        story.append(pg.p(f'<font color="{GREY}">[{stamp}]</font> {_text(para["text"])}', "transcript"))
+        who = f'<b>{_text(para["speaker"])}:</b> ' if para.get("speaker") else ""
+        story.append(pg.p(f'<font color="{GREY}">[{stamp}]</font> {who}{_text(para["text"])}', "transcript"))
     return story
 
 

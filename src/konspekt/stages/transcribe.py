@@ -6,6 +6,8 @@ installed and whether a GPU is there. The model is a Whisper name ("small",
 "large-v3", ...), a hub id, or a local CTranslate2 folder (such as one exported by the
 training DAG); it comes from the cache, downloading only when absent and online.
 Every word carries a timestamp; ``transcript.json`` records how they were obtained.
+``--diarize`` adds a speaker to every word and segment (see :mod:`konspekt.asr.diarize`;
+its token comes from the ``HF_TOKEN`` environment variable, never from argv).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from konspekt import asr
+from konspekt.asr.diarize import DEFAULT_MODEL as DEFAULT_DIARIZATION_MODEL
 from konspekt.asr.subtitles import WRITERS, cues, timestamp, to_srt, to_txt, to_vtt  # noqa: F401 - public API
 from konspekt.layout import VideoDir, write_json, write_text
 from konspekt.stage import BadInput, log, main_for
@@ -33,6 +36,13 @@ def run(video: VideoDir, args: argparse.Namespace):
     transcript = asr.transcribe(video.audio, opts, backend)
     if not transcript.text.strip():
         raise BadInput("no speech was detected in the audio (it may be silent or music only)")
+    if args.diarize:  # after the Whisper model is gone: the two never share memory
+        from konspekt.asr import diarize
+
+        count = diarize.SpeakerCount(args.speakers, args.min_speakers, args.max_speakers)
+        segments, transcript.diarization = diarize.diarize(transcript.segments, video.audio,
+                                                           args.diarization_model, device, count)
+        transcript.segments = segments
     outputs = [write_json(video.transcript_json, transcript)]
     outputs += [write_text(video.path / f"transcript.{ext}", fn(transcript)) for ext, fn in WRITERS.items()]
     words = sum(len(s.words) for s in transcript.segments)
@@ -40,7 +50,8 @@ def run(video: VideoDir, args: argparse.Namespace):
         f"word times by {transcript.word_timestamps}")
     return outputs, {"backend": backend, "language": transcript.language, "segments": len(transcript.segments),
                      "words": words, "word_timestamps": transcript.word_timestamps, "device": device,
-                     "compute_type": opts.compute_type, "model": args.model, "duration": transcript.duration}
+                     "compute_type": opts.compute_type, "model": args.model, "duration": transcript.duration,
+                     "speakers": transcript.diarization and transcript.diarization.speakers}
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +70,24 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         "default: the language's usual one")
     parser.add_argument("--align-window", type=float, default=120.0,
                         help="whisperx: seconds of audio aligned at a time (bounds memory)")
+    parser.add_argument("--diarize", nargs="?", const=True, default=False, type=_yes,
+                        help="label speakers with pyannote (true/false; its first download needs HF_TOKEN set)")
+    parser.add_argument("--diarization-model", default=DEFAULT_DIARIZATION_MODEL,
+                        help="pyannote pipeline: hub id or local folder with config.yaml")
+    parser.add_argument("--speakers", type=_count, default=None, help="exact number of speakers, if known")
+    parser.add_argument("--min-speakers", type=_count, default=None)
+    parser.add_argument("--max-speakers", type=_count, default=None)
+
+
+def _yes(value: str) -> bool:
+    if value.strip().lower() not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
+    return value.strip().lower() in {"true", "1", "yes", "on"}
+
+
+def _count(value: str) -> int | None:
+    """A speaker count; 0 or empty means unknown (the DAG passes 0 for "let the model decide")."""
+    return int(value) or None if value.strip() else None
 
 
 main = main_for("transcribe", __doc__.splitlines()[0], _configure, run)
