@@ -54,7 +54,8 @@ airflow-ui: install
 	airflow/run-local.sh airflow standalone
 
 whisperx-env:
-	bash .ci/whisperx-env.sh
+	@venv=$$(bash .ci/whisperx-env.sh) && echo "whisperx venv: $$venv" && \
+	  echo "to transcribe with it in local mode: export KONSPEKT_LOCAL_PYTHONS='{\"asr\": \"$$venv/bin/python\"}'"
 
 warm-cache: install
 	HF_HOME=$(CURDIR)/cache/huggingface PYTHONPATH=dags $(PY) -m konspekt_dags.ensure_models

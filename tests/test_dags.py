@@ -65,6 +65,15 @@ def test_local_mode_runs_the_stage_argv_with_the_local_interpreter(monkeypatch, 
 
     rendered = SandboxedEnvironment().from_string(template).render(params={"summary_models": {"ru": "org/ru-sum"}})
     assert json.loads(rendered) == {"ru": "org/ru-sum"}
+    assert task.python == sys.executable  # the interpreter running Airflow, unless configured
+
+
+def test_local_mode_can_run_a_stage_family_in_another_venv(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="local",
+                      LOCAL_PYTHONS='{"asr": "/opt/whisperx/bin/python"}')
+    dag = bag.dags["lecture_to_pdf"]
+    assert dag.get_task("process.transcribe").python == "/opt/whisperx/bin/python"
+    assert dag.get_task("process.summarize").python == dag.get_task("process.extract_audio").python == sys.executable
     from konspekt_dags import local_runner
 
     assert local_runner.to_local_arg("/data/processing/a b/c") == f"{tmp_path}/processing/a b/c"

@@ -243,3 +243,30 @@ def test_diarization_model_missing_offline_keeps_the_transcript(dialogue_dir, ti
     assert all(s.speaker is None for s in t.segments) and word_error_rate(" ".join(x for _, x in DIALOGUE),
                                                                          t.text) <= 0.2
     assert SECRET not in err + json.dumps(result) + written_text(video_dir)
+
+
+def test_local_runner_runs_transcribe_in_the_whisperx_venv(tmp_path, lecture_mp4, tiny_en_model):
+    """The DAG in local mode with ``KONSPEKT_LOCAL_PYTHONS``: transcribe runs whisperx in its own venv,
+    every other stage in the main one, and the lecture still becomes a PDF."""
+    import shutil
+    import sys
+
+    data = tmp_path / "data"
+    (data / "input").mkdir(parents=True)
+    shutil.copy(lecture_mp4, data / "input" / "lecture.mp4")
+    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), KONSPEKT_DATA_ROOT=str(data),
+               KONSPEKT_CACHE_DIR=str(tmp_path / "cache"), KONSPEKT_WHISPER_MODEL=tiny_en_model,
+               KONSPEKT_ASR_BACKEND="whisperx", KONSPEKT_LOCAL_PYTHONS=json.dumps({"asr": str(PYTHON)}),
+               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
+               KONSPEKT_SENSOR_MODE="poke", KONSPEKT_SENSOR_TIMEOUT_SECONDS="120",
+               PYTHONPATH=str(ROOT / "src"),  # the whisperx venv's konspekt may point at another clone
+               VENV=str(Path(sys.executable).parent.parent))
+    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
+    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    out = data / "output" / "lecture"
+    assert (out / "report.pdf").is_file(), (proc.stdout + proc.stderr)[-4000:]
+    t = check_transcript(out / "transcript.json")
+    assert t.backend == "whisperx" and word_error_rate(SCRIPT, t.text) <= 0.15
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["transcribe"]["details"]["backend"] == "whisperx"

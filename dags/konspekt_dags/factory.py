@@ -48,7 +48,8 @@ def stage_task(stage: str, video_dir: Any, *args: Any, gpu: bool = False, bad_in
     if settings.runner == "local":
         from konspekt_dags.local_runner import LocalStageOperator
 
-        return LocalStageOperator(command=command, skip_bad_input=bad_input == "skip", **kwargs)
+        return LocalStageOperator(command=command, python=settings.python_for(stage),
+                                  skip_bad_input=bad_input == "skip", **kwargs)
     raise ValueError(f"KONSPEKT_RUNNER must be 'local' or 'docker', not {settings.runner!r}")
 
 

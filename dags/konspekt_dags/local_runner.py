@@ -40,14 +40,17 @@ def stage_env() -> dict[str, str]:
 
 
 class LocalStageOperator(BaseOperator):
-    """Runs ``command`` (``["python", "-m", "konspekt.stages.<stage>", ...]``) with the local interpreter."""
+    """Runs ``command`` (``["python", "-m", "konspekt.stages.<stage>", ...]``) with ``python``, the
+    stage's local interpreter (``settings.python_for``)."""
 
     template_fields: Sequence[str] = ("command",)
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, command: list[Any], skip_bad_input: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *, command: list[Any], python: str | None = None, skip_bad_input: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.command = command
+        self.python = python or settings.local_python
         self.skip_bad_input = skip_bad_input  # exit 2: skipped, or failed without retries
         self._hook = None
 
@@ -55,7 +58,7 @@ class LocalStageOperator(BaseOperator):
         from airflow.providers.standard.hooks.subprocess import SubprocessHook
 
         program, *args = [to_local_arg(str(a)) for a in self.command]
-        argv = [settings.local_python if program == "python" else program, *args]
+        argv = [self.python if program == "python" else program, *args]
         self._hook = SubprocessHook()
         result = self._hook.run_command(command=argv, env=stage_env(), cwd=str(settings.data_root))
         outcome = self._stage_result(argv)

@@ -56,6 +56,9 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: Path(_env("CACHE_DIR", str(BUNDLE_ROOT / "cache"))).resolve())
     # local runner: the interpreter that has `konspekt[all]` installed
     local_python: str = field(default_factory=lambda: _env("LOCAL_PYTHON", sys.executable))
+    # ... and interpreters for some image families instead, e.g. {"asr": "<whisperx venv>/bin/python"}
+    # (whisperx pins its own torch, so it cannot share the main venv)
+    local_pythons: dict = field(default_factory=lambda: json.loads(_env("LOCAL_PYTHONS", "{}")))
     # docker runner
     docker_url: str = field(default_factory=lambda: _env("DOCKER_URL", "tcp://docker-proxy:2375"))
     data_mount_source: str = field(default_factory=lambda: _env("DATA_MOUNT_SOURCE", "/data"))  # as the daemon sees it
@@ -109,6 +112,10 @@ class Settings:
 
     def image_for(self, stage: str) -> str:
         return f"{self.image_prefix}-{STAGE_IMAGES[stage]}:{self.image_tag}"
+
+    def python_for(self, stage: str) -> str:
+        """The interpreter that runs ``stage`` under the local runner."""
+        return self.local_pythons.get(STAGE_IMAGES[stage], self.local_python)
 
     @property
     def train_source(self) -> str:
