@@ -110,8 +110,9 @@ def read_wav(path: Path, start: float = 0.0, end: float | None = None) -> np.nda
     with wave.open(str(path), "rb") as wav:
         if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (SAMPLE_RATE, 1, 2):
             return None
-        first = min(int(start * SAMPLE_RATE), wav.getnframes())
-        last = wav.getnframes() if end is None else min(int(end * SAMPLE_RATE), wav.getnframes())
+        # round, not int: n / 16000 * 16000 can land a hair under n
+        first = min(round(start * SAMPLE_RATE), wav.getnframes())
+        last = wav.getnframes() if end is None else min(round(end * SAMPLE_RATE), wav.getnframes())
         wav.setpos(first)
         pcm = np.frombuffer(wav.readframes(max(last - first, 0)), dtype="<i2")
     return pcm.astype(np.float32) / 32768.0

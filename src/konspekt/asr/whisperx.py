@@ -131,7 +131,10 @@ def transcribe(audio_path: Path, opts: Options) -> Transcript:
         gc.collect()
         segments, how = align_windows(chunks, audio_path, language, aligner, opts), "wav2vec2"
     else:
-        segments, how = dtw_words(chunks, pipeline.model, audio, language, opts), "faster-whisper"
+        model, read = pipeline.model, window_reader(audio_path, audio)
+        del pipeline, audio  # a 60-min lecture is 230 MB of samples: read each chunk from the WAV instead
+        gc.collect()
+        segments, how = dtw_words(chunks, model, read, language, opts), "faster-whisper"
     return Transcript(language=language, language_probability=round(probability, 4), duration=round(duration, 3),
                       model=opts.model, segments=segments, backend="whisperx", word_timestamps=how)
 
@@ -211,7 +214,15 @@ def _aligned_words(seg: dict, offset: float) -> list[Word]:
     return words
 
 
-def dtw_words(chunks: list[dict], model, audio, language: str, opts: Options) -> list[Segment]:
+def window_reader(audio_path: Path, audio):
+    """``read(first, last)``: those samples, from the WAV on disk when it is extract_audio's layout
+    (so the whole lecture need not stay in memory), else from the array already decoded."""
+    if read_wav(audio_path, 0.0, 0.0) is not None:
+        return lambda first, last: read_wav(audio_path, first / SAMPLE_RATE, last / SAMPLE_RATE)
+    return lambda first, last: audio[first:last]
+
+
+def dtw_words(chunks: list[dict], model, read, language: str, opts: Options) -> list[Segment]:
     """faster-whisper's cross-attention word timings for whisperx's chunks, a batch at a time."""
     import numpy as np
     from faster_whisper.audio import pad_or_trim
@@ -227,7 +238,7 @@ def dtw_words(chunks: list[dict], model, audio, language: str, opts: Options) ->
             seek = int(c["start"] * fps)  # whole frames, so word times map back exactly
             tokens = tokenizer.encode(" " + c["text"].strip())
             batch.append(({"tokens": tokens, "start": c["start"], "end": c["end"], "seek": seek},
-                          audio[seek * hop:int(c["end"] * SAMPLE_RATE)], c))
+                          read(seek * hop, int(c["end"] * SAMPLE_RATE)), c))
         features = np.stack([pad_or_trim(model.feature_extractor(a)[..., :-1]) for _, a, _ in batch])
         subsegments = [[sub] for sub, _, _ in batch]
         num_frames = [int(math.ceil(len(a) / SAMPLE_RATE) * fps) for _, a, _ in batch]
