@@ -124,7 +124,8 @@ def extract(source: Path, target: Path, sample_rate: int = SAMPLE_RATE, expected
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
-            raise BadInput(f"{source.name} could not be decoded ({_last_line(proc.stderr) or 'ffmpeg failed'})")
+            reason = _last_line(proc.stderr).replace(str(source), source.name).replace(str(tmp), target.name)
+            raise BadInput(f"{source.name} could not be decoded ({reason or 'ffmpeg failed'})")
         duration = wav_duration(tmp)
         if duration <= 0:
             raise BadInput(f"{source.name} decodes to no audio at all (the file may be truncated)")

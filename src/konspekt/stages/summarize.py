@@ -248,7 +248,8 @@ def run(video: VideoDir, args: argparse.Namespace):
 def _whole_transcript(video: VideoDir, transcript: Transcript, words: int, args: argparse.Namespace):
     """A talk shorter than a summary's minimum length is its own summary: a model would only pad it
     with invented text (BART) or pick from a handful of sentences (extractive)."""
-    note = f"the talk is only {words} word{'s' * (words != 1)} long, too short to summarise; this is the whole transcript"
+    note = (f"the talk is only {words} word{'s' * (words != 1)} long, too short to summarise; "
+            "this is the whole transcript")
     log(note)
     summary = Summary(method="extractive", model=args.extractive_model, text=" ".join(split_sentences(transcript.text)),
                       language=transcript.language, chunks=1, note=note)
