@@ -199,3 +199,16 @@ def test_extractive_summary_covers_every_topic_once(make_video_dir, capsys):
     assert len(picked) == len(set(picked)) == 6
     topics = [next(k for k, pool in TOPIC_SENTENCES.items() if s in pool) for s in picked]
     assert set(topics) == set(TOPIC_SENTENCES)
+
+
+@pytest.mark.parametrize("method", ["auto", "abstractive", "extractive"])
+def test_a_talk_shorter_than_a_summary_is_its_own_summary(tiny_bart_dir, make_video_dir, capsys, method):
+    """"Hello students." must not be padded to --min-length tokens of invented text."""
+    video = make_video_dir(["Hello, students."])
+    code = main(["--video-dir", str(video), "--method", method, "--model", tiny_bart_dir, "--device", "cpu"])
+    result = last_json(capsys)
+    assert code == 0, result
+    summary = Summary.load(video / "summary.json")
+    assert summary.text == "Hello, students." and summary.method == "extractive"
+    assert "only 2 words long, too short to summarise" in summary.note
+    assert result["details"]["whole_transcript"] is True

@@ -211,7 +211,6 @@ def run(video: VideoDir, args: argparse.Namespace):
     text = transcript.text
     if not text.strip():
         raise BadInput("no speech was recognised, so there is nothing to summarise")
-    device = resolve_device(args.device)
     language = transcript.language or "unknown"
     model_name = model_for(transcript.language, args.model, args.models)
     method, note = args.method, None
@@ -228,6 +227,10 @@ def run(video: VideoDir, args: argparse.Namespace):
         model_name = model_name or args.model  # asked for explicitly: try it whatever the language
         model_path = models.resolve(model_name)
 
+    words = len(text.split())
+    if words < args.min_length:  # fewer words than the summary's minimum tokens: nothing to condense
+        return _whole_transcript(video, transcript, words, args)
+    device = resolve_device(args.device)
     if method == "abstractive":
         result = abstractive(text, model_path, device, args)
     else:
@@ -240,6 +243,19 @@ def run(video: VideoDir, args: argparse.Namespace):
     log(f"{method} summary: {len(result.text.split())} words from {len(text.split())}")
     return [video.summary_json], {"method": method, "model": model_name, "chunks": result.chunks,
                                   "rounds": result.rounds, "device": device}
+
+
+def _whole_transcript(video: VideoDir, transcript: Transcript, words: int, args: argparse.Namespace):
+    """A talk shorter than a summary's minimum length is its own summary: a model would only pad it
+    with invented text (BART) or pick from a handful of sentences (extractive)."""
+    note = (f"the talk is only {words} word{'s' * (words != 1)} long, too short to summarise; "
+            "this is the whole transcript")
+    log(note)
+    summary = Summary(method="extractive", model=args.extractive_model, text=" ".join(split_sentences(transcript.text)),
+                      language=transcript.language, chunks=1, note=note)
+    write_json(video.summary_json, summary)
+    return [video.summary_json], {"method": "extractive", "model": args.extractive_model, "chunks": 1,
+                                  "rounds": [1], "device": None, "whole_transcript": True}
 
 
 def _language_models(text: str) -> dict[str, str]:
@@ -261,7 +277,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="sentence-transformers model id or folder (extractive)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--max-length", type=int, default=160, help="summary tokens at most, per chunk")
-    parser.add_argument("--min-length", type=int, default=40)
+    parser.add_argument("--min-length", type=int, default=40,
+                        help="summary tokens at least, per chunk; a talk with fewer words is its own summary")
     parser.add_argument("--num-beams", type=int, default=4)
     parser.add_argument("--no-repeat-ngram-size", type=int, default=3, help="0 allows repeated n-grams")
     parser.add_argument("--batch-size", type=int, default=0, help="chunks generated together; 0: 16 on GPU, 4 on CPU")
