@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SECRET_PATTERNS = {
     "Hugging Face token": re.compile(r"\bhf_[A-Za-z0-9]{30,}"),
-    "Fernet key (32 bytes, urlsafe base64)": re.compile(r"(?<![A-Za-z0-9_+/-])[A-Za-z0-9_-]{43}=(?![A-Za-z0-9=])"),
+    # random urlsafe base64 mixes cases and digits; a 43-letter NAME_IN_CAPS= is a variable, not a key
+    "Fernet key (32 bytes, urlsafe base64)": re.compile(
+        r"(?<![A-Za-z0-9_+/-])(?=[\w-]{0,42}[a-z])(?=[\w-]{0,42}[A-Z])(?=[\w-]{0,42}[0-9])[A-Za-z0-9_-]{43}="
+        r"(?![A-Za-z0-9=])"),
     "private key": re.compile(r"-----BEGIN (?:RSA |EC |OPENSSH |DSA )?PRIVATE KEY-----"),
     "AWS access key": re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
 }
@@ -58,6 +61,7 @@ def test_the_patterns_catch_what_they_are_for():
     assert findings(f"HF_TOKEN=hf_{'a1B2' * 9}") and findings(f"AIRFLOW__CORE__FERNET_KEY: {fernet}")
     assert findings(f"key = '{fernet}'")
     assert not findings("sha256:" + "ab" * 32) and not findings("AIRFLOW_FERNET_KEY=")  # hashes are not keys
+    assert not findings("AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC=2")  # 43 capitals and '=': a variable
 
 
 def test_no_secret_in_any_tracked_file_or_dockerfile():
