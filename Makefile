@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps install demo test test-fast airflow-ui whisperx-env warm-cache images locks doctor test-docker bench
+.PHONY: help system-deps install demo test test-fast test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker bench
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
@@ -22,6 +22,7 @@ help:
 	@echo "make images      build the task images into the daemon at \$$DOCKER_HOST (IMAGES='asr summarize' for some)"
 	@echo "make doctor      check daemon, images, mounts, ffmpeg/openSMILE, GPU, models (KONSPEKT_* or DOCTOR_ARGS)"
 	@echo "make test-docker docker-mode end to end on a real engine (root; what CI runs)"
+	@echo "make test-concurrency  twenty videos at once through a real scheduler; pools bound the stages (~12 min)"
 	@echo "make bench       benchmarks, not tests: BENCH_ARGS=\"--lengths 1,10,60 --throughput 10\""
 
 system-deps:
@@ -49,6 +50,10 @@ test: install
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# CI runs tests/test_concurrency.py with 4 clips; this is its twenty-video case (issue 7).
+test-concurrency: install
+	HF_HUB_OFFLINE=1 KONSPEKT_CONCURRENCY_VIDEOS=20 $(PY) -m pytest -q -s tests/test_concurrency.py $(PYTEST_ARGS)
 
 airflow-ui: install
 	airflow/run-local.sh airflow standalone

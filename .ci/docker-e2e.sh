@@ -7,7 +7,7 @@
 # Nothing is pulled from a registry: the base image is built with debootstrap and imported,
 # and image builds reach only Debian's archive and PyPI (plus local torch wheels).
 # dockerd listens on a unix socket and on tcp://127.0.0.1:2375 (standing in for docker-proxy);
-# when this script started it, it stops it by PID on exit. /var/lib/docker keeps the base
+# when this script started it (.ci/dockerd.sh), it stops it by its PID file on exit. /var/lib/docker keeps the base
 # image and every layer between runs, so a rerun without changes builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,17 +40,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 phase "packages"
 
-# 2. The engine: reuse one that already answers on 127.0.0.1:2375, else start our own.
-STARTED_PID=
+# 2. The engine: reuse one that already answers on 127.0.0.1:2375, else start our own (.ci/dockerd.sh,
+#    by its PID file, which the restart test also uses to stop and restart it).
+STARTED_DOCKERD=
 CLEANUP_FILES=()
 cleanup() {
   local rc=$?
   rm -f "${CLEANUP_FILES[@]}" 2>/dev/null || true
-  if [ -n "$STARTED_PID" ]; then
-    echo "[docker-e2e] stopping dockerd (pid $STARTED_PID)"
-    kill "$STARTED_PID" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$STARTED_PID" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$STARTED_PID" 2>/dev/null && kill -9 "$STARTED_PID" 2>/dev/null || true
+  if [ -n "$STARTED_DOCKERD" ]; then
+    echo "[docker-e2e] stopping dockerd (pid $(cat "$PIDFILE" 2>/dev/null || echo gone))"
+    KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" bash .ci/dockerd.sh stop || true
   fi
   exit $rc
 }
@@ -60,17 +59,9 @@ trap 'exit 130' INT TERM
 if docker info >/dev/null 2>&1; then
   echo "[docker-e2e] reusing the Docker engine already listening on $DOCKER_URL"
 else
-  dockerd --iptables=false --ip6tables=false --bridge=none \
-    -H unix:///var/run/docker.sock -H "$DOCKER_URL" --pidfile "$PIDFILE" \
-    >"$LOG_DIR/dockerd.log" 2>&1 &
-  STARTED_PID=$!
-  for _ in $(seq 1 120); do
-    docker info >/dev/null 2>&1 && break
-    kill -0 "$STARTED_PID" 2>/dev/null || { tail -n 30 "$LOG_DIR/dockerd.log"; echo "[docker-e2e] dockerd died"; exit 1; }
-    sleep 0.5
-  done
-  docker info >/dev/null 2>&1 || { tail -n 30 "$LOG_DIR/dockerd.log"; echo "[docker-e2e] dockerd never answered"; exit 1; }
-  echo "[docker-e2e] dockerd pid $STARTED_PID answers on $DOCKER_URL"
+  STARTED_DOCKERD=1
+  pid=$(KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" bash .ci/dockerd.sh start)
+  echo "[docker-e2e] dockerd pid $pid answers on $DOCKER_URL"
 fi
 phase "engine"
 
@@ -138,7 +129,10 @@ echo "[docker-e2e] docker-compose config: valid"
 phase "compose"
 
 # 6. The DAG in docker mode against the engine.
+#    The restart test stops and restarts the engine only when this script started it (STARTED_DOCKERD).
 KONSPEKT_DOCKER_E2E=1 KONSPEKT_DOCKER_URL=$DOCKER_URL HF_HUB_OFFLINE=1 VENV="$VENV" \
+  KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" \
+  KONSPEKT_CI_DOCKERD_OURS="${STARTED_DOCKERD:-0}" \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_e2e_docker.py \
-  tests/test_train_dag.py::test_train_dag_end_to_end_in_docker_mode ${PYTEST_ARGS:-}
+  tests/test_train_dag.py::test_train_dag_end_to_end_in_docker_mode tests/test_e2e_docker_restart.py ${PYTEST_ARGS:-}
 phase "docker e2e"

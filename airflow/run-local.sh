@@ -17,4 +17,8 @@ mkdir -p "$AIRFLOW_HOME"
 if [ ! -f "$AIRFLOW_HOME/airflow.db" ]; then
   airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
 fi
+# The pools the stage tasks queue for, sized from the KONSPEKT_* settings (a scheduler never
+# starts a task whose pool is missing).
+PYTHONPATH="$ROOT/dags${PYTHONPATH:+:$PYTHONPATH}" python -m konspekt_dags.pools >"$AIRFLOW_HOME/pools.log" 2>&1 \
+  || { cat "$AIRFLOW_HOME/pools.log"; exit 1; }
 exec "$@"

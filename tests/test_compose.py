@@ -250,3 +250,14 @@ def test_docker_stage_tasks_hand_the_claimed_folder_to_the_task_user(monkeypatch
     assert (tmp_path / "processing").stat().st_uid == 0  # only the video's own folder changes hands
     for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
         del sys.modules[name]
+
+
+def test_airflow_init_creates_the_pools_the_stage_tasks_queue_for(compose):
+    """A scheduler never starts a task whose pool is missing: airflow-init creates them, from settings."""
+    script = compose["services"]["airflow-init"]["command"][-1]
+    lines = [line.strip() for line in script.splitlines()]
+    pools = next(i for i, line in enumerate(lines) if line.endswith("python -m konspekt_dags.pools"))
+    assert "PYTHONPATH=/opt/airflow/dags" in lines[pools]  # where the image puts the bundle
+    assert pools > next(i for i, line in enumerate(lines) if line.startswith("/entrypoint airflow"))  # after migrate
+    dockerfile = (ROOT / "images" / "airflow" / "Dockerfile").read_text()
+    assert "COPY --chown=airflow:0 dags/ /opt/airflow/dags/" in dockerfile

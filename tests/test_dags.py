@@ -1,15 +1,19 @@
 """DAG integrity: the bundle imports cleanly, is wired as documented, and docker mode gets the right arguments."""
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from airflow.providers.docker.operators.docker import DockerOperator
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
+STAGES = ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf")
+GPU_STAGES = {"transcribe", "summarize"}
 
 
 def load_dagbag(monkeypatch, **env):
@@ -87,17 +91,19 @@ def test_docker_mode_operator_arguments(monkeypatch, tmp_path):
     assert bag.import_errors == {}
     dag = bag.dags["lecture_to_pdf"]
     images = {}
-    for stage in ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf"):
+    for stage in STAGES:
         op = dag.get_task(f"process.{stage}")
-        assert type(op).__name__ == "DockerOperator"
+        assert isinstance(op, DockerOperator)
         images[stage] = op.image
         assert op.command[:3] == ["python", "-m", f"konspekt.stages.{stage}"]
         assert op.docker_url == "tcp://docker-proxy:2375"
         assert op.mount_tmp_dir is False and op.auto_remove == "success" and op.network_mode == "none"
         assert op.user == "1000:1000"
         assert 2 in op.skip_on_exit_code  # bad input skips, it is not retried
-        mounts = {m["Target"]: (m["Source"], m["Type"]) for m in op.mounts}
-        assert mounts == {"/data": ("/srv/konspekt/data", "bind"), "/root/.cache": ("/srv/konspekt/cache", "bind")}
+        mounts = {m["Target"]: (m["Source"], m["Type"], m.get("ReadOnly", False)) for m in op.mounts}
+        # the model cache is only read: tasks have no network to download into it
+        assert mounts == {"/data": ("/srv/konspekt/data", "bind", False),
+                          "/root/.cache": ("/srv/konspekt/cache", "bind", True)}
         gpu = op.device_requests
         assert (gpu is not None) == (stage in {"transcribe", "summarize"})
     assert images["transcribe"] == "konspekt-asr:0.1.0" and images["extract_audio"] == "konspekt-audio:0.1.0"
@@ -115,3 +121,136 @@ def test_parsing_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --- pools: the heavy tasks queue for a bounded number of slots ------------------------------------
+
+LIGHT_TASKS = {"wait_for_video", "claim", "process.finalize"}
+
+
+@pytest.mark.parametrize("gpu", ["false", "true"])
+def test_every_stage_task_queues_in_its_pool(monkeypatch, tmp_path, gpu):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker", GPU=gpu,
+                      GPU_POOL="test_gpu", CPU_POOL="test_cpu")
+    assert bag.import_errors == {}
+    dag = bag.dags["lecture_to_pdf"]
+    for stage in STAGES:
+        on_gpu = gpu == "true" and stage in GPU_STAGES
+        assert dag.get_task(f"process.{stage}").pool == ("test_gpu" if on_gpu else "test_cpu"), stage
+    for task_id in LIGHT_TASKS:  # they only move files: never behind a heavy task
+        assert dag.get_task(task_id).pool == "default_pool", task_id
+    assert set(dag.task_ids) == LIGHT_TASKS | {f"process.{s}" for s in STAGES}
+    train = bag.dags["train_asr"]
+    for task in train.tasks:
+        on_gpu = gpu == "true" and task.task_id in {"train", "evaluate"}
+        assert task.pool == ("test_gpu" if on_gpu else "test_cpu"), task.task_id
+
+
+def test_local_mode_uses_the_same_pools(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="local", GPU="true")
+    dag = bag.dags["lecture_to_pdf"]
+    assert {s: dag.get_task(f"process.{s}").pool for s in STAGES} == {
+        s: "konspekt_gpu" if s in GPU_STAGES else "konspekt_cpu" for s in STAGES}
+
+
+def test_pool_sizes_come_from_settings(monkeypatch, tmp_path):
+    load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path))
+    from konspekt_dags import pools
+
+    specs = pools.pool_specs()
+    assert {name: spec["slots"] for name, spec in specs.items()} == {
+        "konspekt_gpu": 1, "konspekt_cpu": max(1, (os.cpu_count() or 2) // 2)}
+    assert all(spec["description"] and spec["include_deferred"] is False for spec in specs.values())
+    load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), CPU_POOL_SLOTS="6", GPU_POOL_SLOTS="2", CPU_POOL="cpus")
+    from konspekt_dags import pools
+
+    assert {name: spec["slots"] for name, spec in pools.pool_specs().items()} == {"konspekt_gpu": 2, "cpus": 6}
+
+
+@pytest.mark.slow
+def test_run_local_creates_the_pools(tmp_path):
+    """airflow/run-local.sh creates the pools before it runs anything (a scheduler skips a missing pool)."""
+    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), KONSPEKT_DATA_ROOT=str(tmp_path),
+               KONSPEKT_CPU_POOL_SLOTS="3", VENV=str(Path(sys.executable).parent.parent))
+    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
+    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "pools", "list", "-o", "json"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pools = {p["pool"]: int(p["slots"]) for p in json.loads(proc.stdout[proc.stdout.index("["):])}
+    assert pools["konspekt_gpu"] == 1 and pools["konspekt_cpu"] == 3
+
+
+# --- lock-down of the task containers ------------------------------------------------------------
+
+def test_docker_tasks_are_locked_down(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker", DOCKER_USER="1000:1000")
+    for dag_id in ("lecture_to_pdf", "train_asr"):
+        for op in bag.dags[dag_id].tasks:
+            if not isinstance(op, DockerOperator):
+                continue
+            assert op.cap_drop == ["ALL"] and not op.cap_add, op.task_id  # a non-root stage needs no capability
+            assert op.security_opt == ["no-new-privileges"] and op.privileged is False
+            assert op.read_only is True and set(op.tmpfs) == {"/tmp"}
+            assert op.network_mode == "none" and op.user == "1000:1000"
+            assert op.environment["MPLCONFIGDIR"].startswith("/tmp/")  # the cache mount is read-only
+            writable = {m["Target"] for m in op.mounts if not m.get("ReadOnly")}
+            assert writable == {"/data"}, op.task_id
+
+
+@pytest.mark.parametrize("user", ["", "0:0", "root"])
+def test_a_root_task_keeps_only_the_file_capabilities(monkeypatch, tmp_path, user):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker", DOCKER_USER=user)
+    op = bag.dags["lecture_to_pdf"].get_task("process.transcribe")
+    assert op.cap_drop == ["ALL"] and sorted(op.cap_add) == ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+
+
+class FakeDockerClient:
+    """The docker APIClient calls DockerOperator.execute makes, recorded; HostConfig built by docker-py itself."""
+
+    def __init__(self):
+        import docker
+
+        self.real = docker.APIClient(base_url="tcp://127.0.0.1:9", version="1.44")  # no daemon is contacted
+        self.created = {}
+
+    def images(self, name):
+        return [{"Id": "sha256:0"}]
+
+    def create_host_config(self, **kwargs):
+        return self.real.create_host_config(**kwargs)
+
+    def create_container(self, **kwargs):
+        self.created = kwargs
+        return {"Id": "c0"}
+
+    def attach(self, **kwargs):
+        return iter([b'{"stage": "x", "status": "ok"}\n'])
+
+    def start(self, container_id):
+        pass
+
+    def wait(self, container_id):
+        return {"StatusCode": 0}
+
+    def remove_container(self, container_id, **kwargs):
+        pass
+
+
+def test_the_lock_down_reaches_the_daemon(monkeypatch, tmp_path):
+    """Through the provider's own execute(): the container is created with the lock-down HostConfig."""
+    from types import SimpleNamespace
+
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker", DOCKER_USER="1000:1000",
+                      CACHE_MOUNT_SOURCE="/srv/cache")
+    op = bag.dags["lecture_to_pdf"].get_task("process.render_pdf")
+    client = FakeDockerClient()
+    op.__dict__["hook"] = SimpleNamespace(api_client=client, client_created=True)  # the cached DockerHook
+    op.execute({})
+    host = client.created["host_config"]
+    assert host["CapDrop"] == ["ALL"] and "CapAdd" not in host
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["ReadonlyRootfs"] is True and set(host["Tmpfs"]) == {"/tmp"}
+    assert host["NetworkMode"] == "none" and not host.get("Privileged")
+    mounts = {m["Target"]: m.get("ReadOnly", False) for m in host["Mounts"]}
+    assert mounts == {"/data": False, "/root/.cache": True}
+    assert client.created["user"] == "1000:1000"

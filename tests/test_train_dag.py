@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from airflow.providers.docker.operators.docker import DockerOperator
 
 from test_dags import load_dagbag
 
@@ -52,12 +53,12 @@ def test_docker_mode_runs_training_in_the_train_image(monkeypatch, tmp_path):
     dag = bag.dags["train_asr"]
     for name in TASKS:
         op = dag.get_task(name)
-        assert type(op).__name__ == "DockerOperator"
+        assert isinstance(op, DockerOperator)
         assert op.image == "konspekt-train:0.1.0"
         assert op.command[:2] == ["python", "-m"] and op.command[2].startswith("konspekt.training.")
         assert op.network_mode == "none" and op.mount_tmp_dir is False and op.user == "1000:1000"
         mounts = {m["Target"]: (m["Source"], m.get("ReadOnly", False)) for m in op.mounts}
-        assert mounts == {"/data": ("/srv/k/data", False), "/root/.cache": ("/srv/k/cache", False),
+        assert mounts == {"/data": ("/srv/k/data", False), "/root/.cache": ("/srv/k/cache", True),
                           "/data/train": ("/srv/k/data/train", True)}
         assert (op.device_requests is not None) == (name in {"train", "evaluate"})
         assert 2 not in (op.skip_on_exit_code or [])  # an unusable dataset fails the run

@@ -43,6 +43,7 @@ def stage_task(stage: str, video_dir: Any, *args: Any, gpu: bool = False, bad_in
     command = stage_argv(stage, video_dir, *args)
     kwargs.setdefault("task_id", stage.rpartition(".")[2])
     kwargs.setdefault("retries", settings.retries)
+    kwargs.setdefault("pool", settings.pool_for(gpu))  # bounds the heavy tasks running at once (pools.py)
     if settings.runner == "docker":
         return _docker_task(stage, command, gpu=gpu, skip_bad_input=bad_input == "skip", **kwargs)
     if settings.runner == "local":
@@ -54,17 +55,19 @@ def stage_task(stage: str, video_dir: Any, *args: Any, gpu: bool = False, bad_in
 
 
 def _docker_task(stage: str, command: list[Any], *, gpu: bool, skip_bad_input: bool = True, **kwargs: Any):
-    from airflow.providers.docker.operators.docker import DockerOperator
     from docker.types import DeviceRequest, Mount
+
+    from konspekt_dags.locked_docker import LockedDownDockerOperator
 
     device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu and settings.gpu else None
     mounts = [
         Mount(CONTAINER_DATA, settings.data_mount_source, type="bind"),
-        Mount(CONTAINER_CACHE, settings.cache_mount_source, type="bind"),
+        # Read-only: with no network a task cannot download, so it only ever reads the models.
+        Mount(CONTAINER_CACHE, settings.cache_mount_source, type="bind", read_only=True),
     ]
     if is_training(stage):  # training reads the user's datasets and never changes them
         mounts.append(Mount(CONTAINER_TRAIN_DATA, settings.train_source, type="bind", read_only=True))
-    return DockerOperator(
+    return LockedDownDockerOperator(
         image=settings.image_for(stage),
         command=command,
         docker_url=settings.docker_url,
@@ -73,12 +76,32 @@ def _docker_task(stage: str, command: list[Any], *, gpu: bool, skip_bad_input: b
         auto_remove="success",
         network_mode="none",  # models come from the shared cache; stages need no network
         user=settings.docker_user or None,
+        **container_lockdown(settings.docker_user),
         device_requests=device_requests,
         skip_on_exit_code=EXIT_BAD_INPUT if skip_bad_input else None,
-        environment={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
+        # matplotlib's font cache would go to the read-only cache mount; /tmp is the writable place
+        environment={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLCONFIGDIR": "/tmp/matplotlib"},
         on_execute_callback=hand_over_video_dir,
         **kwargs,
     )
+
+
+# What a stage needs from root's powers: nothing. It reads and writes files it owns under /data.
+# Only a container left to run as root (no KONSPEKT_DOCKER_USER) keeps the file-access
+# capabilities, to write into folders that belong to the Airflow user.
+ROOT_FILE_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+
+
+def container_lockdown(docker_user: str) -> dict[str, Any]:
+    """The lock-down options of a task container that runs as ``docker_user`` ("" = the image's root)."""
+    as_root = docker_user.partition(":")[0] in ("", "0", "root")
+    return {
+        "cap_drop": ["ALL"],
+        "cap_add": ROOT_FILE_CAPABILITIES if as_root else None,
+        "security_opt": ["no-new-privileges"],  # no setuid way back to root
+        "read_only": True,  # the image cannot be changed at run time; /data and /tmp are the writable places
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,mode=1777"},
+    }
 
 
 def _numeric_user(user: str) -> tuple[int, int] | None:

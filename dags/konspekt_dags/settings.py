@@ -93,6 +93,13 @@ class Settings:
     stable_seconds: float = field(default_factory=lambda: float(_env("STABLE_SECONDS", "5")))
     claim_wait_seconds: float = field(default_factory=lambda: float(_env("CLAIM_WAIT_SECONDS", "60")))
     retries: int = field(default_factory=lambda: int(_env("RETRIES", "2")))
+    # Airflow pools bound how many heavy stage tasks run at once (konspekt_dags.pools creates them):
+    # stages that request the GPU (when there is one) queue for gpu_pool, every other stage for cpu_pool.
+    gpu_pool: str = field(default_factory=lambda: _env("GPU_POOL", "konspekt_gpu"))
+    gpu_pool_slots: int = field(default_factory=lambda: int(_env("GPU_POOL_SLOTS", "1")))
+    cpu_pool: str = field(default_factory=lambda: _env("CPU_POOL", "konspekt_cpu"))
+    # a stage uses about one core and up to ~1-2 GB (ASR small, BART): half the cores keeps memory in bounds
+    cpu_pool_slots: int = field(default_factory=lambda: int(_env("CPU_POOL_SLOTS", str(max(1, (os.cpu_count() or 2) // 2)))))
     # training DAG (train_asr): Param defaults
     train_dataset: str = field(default_factory=lambda: _env("TRAIN_DATASET", "lectures"))
     train_base_model: str = field(default_factory=lambda: _env("TRAIN_BASE_MODEL", "openai/whisper-small"))
@@ -109,6 +116,10 @@ class Settings:
     train_val_fraction: float = field(default_factory=lambda: float(_env("TRAIN_VAL_FRACTION", "0.1")))
     train_max_bad_fraction: float = field(default_factory=lambda: float(_env("TRAIN_MAX_BAD_FRACTION", "0.2")))
     fs_conn_id: str = "konspekt_data"
+
+    def pool_for(self, gpu: bool) -> str:
+        """The pool of a stage task that does (``gpu=True``) or does not ask for the GPU."""
+        return self.gpu_pool if gpu and self.gpu else self.cpu_pool
 
     def image_for(self, stage: str) -> str:
         return f"{self.image_prefix}-{STAGE_IMAGES[stage]}:{self.image_tag}"

@@ -1,0 +1,46 @@
+"""DockerOperator with the container lock-down options the Docker provider does not expose.
+
+The provider (4.6) passes a fixed set of HostConfig fields to the daemon: ``cap_add`` but
+no ``cap_drop``, no ``security_opt``, no read-only root filesystem, no tmpfs. This subclass
+adds those four to the HostConfig the provider builds, and changes nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.docker.operators.docker import DockerOperator
+
+
+class _HostConfigExtras:
+    """The provider's docker APIClient, with extra fields in every ``create_host_config``."""
+
+    def __init__(self, client: Any, extras: dict[str, Any]) -> None:
+        self._client = client
+        self._extras = extras
+
+    def create_host_config(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.create_host_config(*args, **{**kwargs, **self._extras})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class LockedDownDockerOperator(DockerOperator):
+    """``cap_drop``, ``security_opt``, ``read_only`` (root filesystem) and ``tmpfs`` for the task container."""
+
+    def __init__(self, *, cap_drop: list[str] | None = None, security_opt: list[str] | None = None,
+                 read_only: bool = False, tmpfs: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cap_drop = cap_drop
+        self.security_opt = security_opt
+        self.read_only = read_only
+        self.tmpfs = tmpfs
+
+    def host_config_extras(self) -> dict[str, Any]:
+        return {"cap_drop": self.cap_drop, "security_opt": self.security_opt,
+                "read_only": self.read_only or None, "tmpfs": self.tmpfs}
+
+    @property
+    def cli(self) -> Any:
+        return _HostConfigExtras(super().cli, self.host_config_extras())
