@@ -13,7 +13,6 @@ module is stdlib only. The rules that keep users' files safe:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from konspekt import __version__
 from konspekt.contracts import STATUS_OK, StageResult
-from konspekt.layout import VIDEO_META, VideoDir, read_json, write_json
+from konspekt.layout import VIDEO_META, VideoDir, read_json, sha256, write_json
 
 # Run order of the per-video stages; finalize requires every one of them to be ok.
 STAGES = ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf")
@@ -85,14 +84,6 @@ def unique_dir(parent: Path, name: str) -> Path:
     while candidate.exists():
         candidate, n = parent / f"{name} ({n})", n + 1
     return candidate
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

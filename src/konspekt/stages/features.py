@@ -351,7 +351,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="seconds of speech the timeline's speech rate is counted over")
 
 
-main = main_for("features", __doc__.splitlines()[0], _configure, run)
+main = main_for("features", __doc__.splitlines()[0], _configure, run,
+                reads=lambda video: [video.audio, video.transcript_json],
+                writes=["features.csv", "features.json"], packages=["opensmile", "numpy"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -128,7 +128,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="how deep (in cosine) a similarity valley must be to start a section")
 
 
-main = main_for("outline", __doc__.splitlines()[0], _configure, run)
+main = main_for("outline", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.transcript_json],
+                writes=["outline.json"], packages=["sentence-transformers", "torch"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

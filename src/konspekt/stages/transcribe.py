@@ -61,7 +61,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="whisperx: seconds of audio aligned at a time (bounds memory)")
 
 
-main = main_for("transcribe", __doc__.splitlines()[0], _configure, run)
+main = main_for("transcribe", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.audio],
+                writes=["transcript.json", *(f"transcript.{ext}" for ext in WRITERS)],
+                packages=["faster-whisper", "ctranslate2", "whisperx"])
 
 if __name__ == "__main__":
     raise SystemExit(main())
