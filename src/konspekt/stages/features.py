@@ -318,7 +318,7 @@ def run(video: VideoDir, args: argparse.Namespace):
     write_csv(video.features_csv, rows)
     write_json(video.features_json, report)
     return [video.features_csv, video.features_json], {
-        "segments": len(rows), "words": report["summary"]["words"], "duration": report["duration"],
+        "model": f"openSMILE {FEATURE_SET}", "segments": len(rows), "words": report["summary"]["words"], "duration": report["duration"],
         "frames": int(len(frames.time)), "timeline_step": step, "opensmile_seconds": round(smile_s, 3),
     }
 

@@ -114,7 +114,7 @@ def run(video: VideoDir, args: argparse.Namespace):
     write_json(video.outline_json, outline)
     log(f"outline: {len(sections)} section(s) from {len(sents)} sentences, starting at "
         + ", ".join(f"{s.start:.0f} s" for s in sections))
-    return [video.outline_json], {"sections": len(sections), "sentences": len(sents),
+    return [video.outline_json], {"model": args.model, "sections": len(sections), "sentences": len(sents),
                                   "starts": [s.start for s in sections]}
 
 
