@@ -115,7 +115,7 @@ def claim(data_root: Path, *, stable_seconds: float = 5.0, wait_seconds: float =
     """
     data_root = Path(data_root)
     claims = adopt_orphans(data_root)
-    files = ready_files(data_root / "input", stable_seconds, wait_seconds)[:max_files]
+    files = ready_files(data_root / "input", stable_seconds, 0.0 if claims else wait_seconds)[:max_files]
     claim_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     done = published(data_root) if files and not force else {}
     for path in files:
