@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 
 from konspekt_dags.factory import stage_task
+from konspekt_dags.sensors import InboxSensor
 from konspekt_dags.settings import settings
 
 
@@ -59,10 +59,13 @@ from konspekt_dags.settings import settings
                                 description='models for other languages, e.g. {"ru": "<id>"}; "*" = any other; '
                                             "a language without one gets the extractive summary"),
         "keep_byproducts": Param(settings.keep_byproducts, type="boolean", description="keep audio.wav in output"),
+        "force": Param(False, type="boolean",
+                       description="process a file again even if its bytes were published already, "
+                                   "and redo stages whose results are up to date"),
     },
 )
 def lecture_to_pdf():
-    wait_for_video = FileSensor(
+    wait_for_video = InboxSensor(
         task_id="wait_for_video",
         fs_conn_id=settings.fs_conn_id,
         filepath="input/[!.~]*",  # hidden and editor lock files never wake the DAG
@@ -82,9 +85,11 @@ def lecture_to_pdf():
         from konspekt import inbox
 
         claims = inbox.claim(settings.data_root, stable_seconds=settings.stable_seconds,
-                             wait_seconds=settings.claim_wait_seconds)
+                             wait_seconds=settings.claim_wait_seconds,
+                             force=bool(get_current_context()["params"]["force"]))
         if not claims:
-            raise AirflowSkipException("only files still being copied (or temp files) are in input/")
+            raise AirflowSkipException("nothing to process: input/ holds only files still being copied, "
+                                       "temp files, or files already processed")
         for c in claims:
             print(f"claimed {c.name!r} ({c.size} bytes) -> {c.video_dir}")
         return [settings.to_container(c.video_dir) for c in claims]
@@ -106,21 +111,23 @@ def lecture_to_pdf():
         print(f"{outcome.name} -> {outcome.destination}/report.pdf")
         return asdict(outcome)
 
+    force = ("--force", "{{ params.force }}")
+
     @task_group
     def process(video_dir: str):
-        audio = stage_task("extract_audio", video_dir)
+        audio = stage_task("extract_audio", video_dir, *force)
         text = stage_task("transcribe", video_dir, "--model", "{{ params.whisper_model }}",
                           "--language", "{{ params.language }}", "--device", "{{ params.device }}",
                           "--backend", "{{ params.asr_backend }}", "--batch-size", "{{ params.asr_batch_size }}",
                           "--beam-size", "{{ params.asr_beam_size }}", "--diarize", "{{ params.diarize }}",
                           "--speakers", "{{ params.speakers }}", "--diarization-model", settings.diarization_model,
-                          gpu=True)
+                          *force, gpu=True)
         summary = stage_task("summarize", video_dir, "--method", "{{ params.summary_method }}",
                              "--model", "{{ params.summary_model }}", "--models", "{{ params.summary_models | tojson }}",
-                             "--device", "{{ params.device }}", gpu=True)
-        voice = stage_task("features", video_dir)
-        outline = stage_task("outline", video_dir)
-        report = stage_task("render_pdf", video_dir)
+                             "--device", "{{ params.device }}", *force, gpu=True)
+        voice = stage_task("features", video_dir, *force)
+        outline = stage_task("outline", video_dir, *force)
+        report = stage_task("render_pdf", video_dir, *force)
         audio >> text >> [summary, voice, outline] >> report >> finalize(video_dir)
 
     videos = claim()

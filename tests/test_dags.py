@@ -47,10 +47,32 @@ def test_no_import_errors_and_the_task_graph(monkeypatch, tmp_path):
     assert down["process.render_pdf"] == {"process.finalize"}
     assert dag.get_task("process.finalize").trigger_rule == "all_done"
     assert set(dag.params) >= {"whisper_model", "language", "device", "summary_method", "summary_model",
-                               "summary_models", "diarize", "speakers"}
+                               "summary_models", "diarize", "speakers", "force"}
     assert dag.params["diarize"] is False and dag.params["speakers"] == 0  # off by default: its model is gated
+    assert dag.params["force"] is False
+    # claim adopts every folder left in processing/ as an orphan: only safe while runs never overlap
+    assert dag.max_active_runs == 1
     sensor = dag.get_task("wait_for_video")
     assert sensor.fs_conn_id == "konspekt_data" and sensor.filepath.startswith("input/")
+    for stage in ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf"):
+        command = dag.get_task(f"process.{stage}").command
+        assert command[command.index("--force") + 1] == "{{ params.force }}", stage
+
+
+def test_the_sensor_wakes_for_new_files_and_for_videos_a_dead_run_left(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path))
+    monkeypatch.setenv("AIRFLOW_CONN_KONSPEKT_DATA", json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path)}}))
+    sensor = bag.dags["lecture_to_pdf"].get_task("wait_for_video")
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / ".hidden.mp4").write_bytes(b"x")
+    assert sensor.poke({}) is False
+    (tmp_path / "processing" / "20260101T000000-abcdef" / "talk" / "source").mkdir(parents=True)
+    assert sensor.poke({}) is True
+    (tmp_path / "processing" / "20260101T000000-abcdef" / "talk" / "source").rmdir()
+    (tmp_path / "processing" / "20260101T000000-abcdef" / "talk").rmdir()
+    assert sensor.poke({}) is False
+    (tmp_path / "input" / "talk.mp4").write_bytes(b"x")
+    assert sensor.poke({}) is True
 
 
 def test_local_mode_runs_the_stage_argv_with_the_local_interpreter(monkeypatch, tmp_path):

@@ -100,7 +100,7 @@ def lecture_dir(tmp_path_factory, lecture_mp4):
     return video_dir
 
 
-SECRET = "hf_konspektTestTokenThatMustNeverBeLogged0123"
+SECRET = "hf_TEST-not-a-real-token-must-never-be-logged"
 
 
 def test_without_pyannote_the_transcript_is_written_and_says_why(lecture_dir, tiny_en_model, capsys, monkeypatch):

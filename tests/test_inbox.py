@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import threading
 import time
@@ -34,7 +35,8 @@ def test_claim_takes_complete_files_and_ignores_temp_ones(tmp_path):
         assert video.source.read_bytes() == c.name.encode()
         assert video.meta["sha256"] == c.sha256 and video.meta["size"] == len(c.name.encode())
         assert c.video_dir.parent.parent == root / "processing"
-    assert inbox.claim(root, stable_seconds=5) == []  # each file is claimed once
+    again = inbox.claim(root, stable_seconds=5)  # each file is claimed once; unfinished ones are resumed
+    assert all(c.adopted for c in again) and sorted(c.video_dir for c in again) == sorted(c.video_dir for c in claims)
 
 
 def test_a_growing_file_waits_until_it_is_stable(tmp_path):
@@ -62,10 +64,16 @@ def test_a_growing_file_waits_until_it_is_stable(tmp_path):
     assert [c.size for c in claims] == [size]
 
 
+MODELS = {"transcribe": "tiny.en", "summarize": "bart"}
+
+
 def finish(video_dir, statuses):
     video = VideoDir(video_dir)
     for stage, status in statuses.items():
-        write_json(video.result_path(stage), StageResult(stage, status, message=f"{stage} said {status}"))
+        details = {"model": MODELS[stage]} if stage in MODELS else {}
+        versions = {"konspekt": "test", **({"opensmile": "2.5"} if stage == "features" else {})}
+        write_json(video.result_path(stage), StageResult(stage, status, message=f"{stage} said {status}",
+                                                         seconds=2.5, details=details, versions=versions))
 
 
 def test_finalize_publishes_results_and_archives_the_input(tmp_path):
@@ -82,6 +90,9 @@ def test_finalize_publishes_results_and_archives_the_input(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "report.pdf", "transcript.txt"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["video"]["sha256"] == c.sha256 and set(manifest["stages"]) == set(inbox.STAGES)
+    assert manifest["status"] == "ok" and manifest["models"] == {"transcribe": "tiny.en", "summarize": "bart"}
+    assert manifest["seconds"]["transcribe"] == 2.5 and manifest["total_seconds"] == 2.5 * len(inbox.STAGES)
+    assert manifest["versions"]["features"] == {"konspekt": "test", "opensmile": "2.5"}
     [archived] = (root / "processed").rglob("my talk.mp4")
     assert archived.read_bytes() == b"video bytes"
     assert not c.video_dir.exists()
@@ -129,3 +140,74 @@ def test_slug_and_display_names():
     assert inbox.slug("...") == "video"
     assert inbox.display_name("../../etc/passwd") == "_.._etc_passwd"
     assert inbox.display_name(".hidden talk") == "hidden talk"
+
+
+def drop(root, name, content):
+    (root / "input" / name).write_bytes(content)
+    age(root / "input" / name)
+
+
+def publish(root, name, content, **claim_args):
+    drop(root, name, content)
+    claims = inbox.claim(root, stable_seconds=1, **claim_args)
+    for c in claims:
+        finish(c.video_dir, {s: "ok" for s in inbox.STAGES})
+        inbox.finalize(root, c.video_dir)
+    return claims
+
+
+def test_the_same_bytes_again_are_archived_not_processed_unless_forced(tmp_path, caplog):
+    root = data_root(tmp_path)
+    publish(root, "talk.mp4", b"lecture bytes")
+    caplog.set_level(logging.WARNING, logger="konspekt.inbox")
+    assert publish(root, "talk again.mp4", b"lecture bytes") == []
+    assert "talk again.mp4: already processed as output/talk; set force=true to redo" in caplog.text
+    assert sorted(p.name for p in (root / "output").iterdir()) == ["talk"]
+    [archived] = (root / "processed").rglob("talk again.mp4")  # the user's copy is kept, never deleted
+    assert archived.read_bytes() == b"lecture bytes"
+    assert not any((root / "processing").iterdir()) and not any((root / "input").iterdir())
+    assert len(publish(root, "talk.mp4", b"other bytes")) == 1  # same name, new content: processed
+    [forced] = publish(root, "talk.mp4", b"lecture bytes", force=True)
+    assert sorted(p.name for p in (root / "output").iterdir()) == ["talk", "talk (2)", "talk (3)"]
+    assert json.loads((root / "output" / "talk (3)" / "manifest.json").read_text())["video"]["sha256"] == forced.sha256
+
+
+def test_a_video_left_by_a_dead_run_is_resumed_by_the_next_claim(tmp_path, caplog):
+    root = data_root(tmp_path)
+    drop(root, "lecture.mp4", b"video")
+    [c] = inbox.claim(root, stable_seconds=1)
+    finish(c.video_dir, {"extract_audio": "ok"})  # then the run died
+    caplog.set_level(logging.WARNING, logger="konspekt.inbox")
+    drop(root, "next.mp4", b"another video")
+    resumed, new = inbox.claim(root, stable_seconds=1)
+    assert (resumed.video_dir, resumed.adopted, resumed.sha256) == (c.video_dir, True, c.sha256)
+    assert new.name == "next.mp4" and not new.adopted
+    assert "lecture.mp4: left in" in caplog.text and "resuming it" in caplog.text
+    assert VideoDir(c.video_dir).meta["adopted"] == 1 and VideoDir(c.video_dir).result_path("extract_audio").is_file()
+    assert inbox.orphans(root) == sorted([c.video_dir, new.video_dir])
+
+
+def test_a_video_interrupted_again_and_again_ends_in_failed(tmp_path):
+    root = data_root(tmp_path)
+    drop(root, "cursed.mp4", b"video")
+    inbox.claim(root, stable_seconds=1)
+    for _ in range(inbox.MAX_ADOPTIONS):
+        [c] = inbox.claim(root, stable_seconds=1)
+        assert c.adopted
+    assert inbox.claim(root, stable_seconds=1) == []
+    error = json.loads((root / "failed" / "cursed" / "error.json").read_text())
+    assert error["stage"] == "extract_audio" and "did not run to completion" in error["reason"]
+    assert (root / "failed" / "cursed" / "cursed.mp4").read_bytes() == b"video"
+    assert inbox.orphans(root) == []
+
+
+def test_a_claim_that_died_halfway_is_repaired_or_removed(tmp_path):
+    root = data_root(tmp_path)
+    moved = root / "processing" / "c1" / "moved" / "source"  # died after the move, before video.json
+    moved.mkdir(parents=True)
+    (moved / "moved.mp4").write_bytes(b"video")
+    (root / "processing" / "c2" / "empty" / "source").mkdir(parents=True)  # died before the move
+    [c] = inbox.claim(root, stable_seconds=1)
+    assert c.name == "moved.mp4" and c.adopted and c.size == 5
+    assert VideoDir(c.video_dir).source.read_bytes() == b"video"
+    assert not (root / "processing" / "c2").exists()

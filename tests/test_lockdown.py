@@ -139,7 +139,8 @@ STAGE_ARGS = {
     "extract_audio": [],
     "transcribe": ["--model", "konspekt-test/whisper-tiny.en", "--language", "en", "--device", "cpu",
                    "--backend", "faster-whisper", "--beam-size", "1"],
-    "summarize": ["--method", "abstractive", "--model", "konspekt-test/tiny-bart", "--device", "cpu"],
+    # a short clip: a lower --min-length keeps it summarised rather than returned whole
+    "summarize": ["--method", "abstractive", "--model", "konspekt-test/tiny-bart", "--device", "cpu", "--min-length", "8"],
     "features": [],
     "outline": [],
     "render_pdf": [],

@@ -177,7 +177,7 @@ DIALOGUE = [("en-us", "Good morning. Today we talk about the water cycle and why
             ("en+f3", "Professor, does evaporation happen only over the oceans?"),
             ("en-us", "No. Water evaporates from lakes, rivers and even from plant leaves."),
             ("en+f3", "Thank you, that makes sense.")]
-SECRET = "hf_konspektTestTokenThatMustNeverBeLogged0123"
+SECRET = "hf_TEST-not-a-real-token-must-never-be-logged"
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,9 @@ class StageResult:
     seconds: float = 0.0
     message: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    finished_at: str | None = None  # UTC, ISO 8601
+    versions: dict[str, str] = field(default_factory=dict)  # konspekt, python and the libraries that did the work
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # what it read and how: see konspekt.freshness
 
     @property
     def exit_code(self) -> int:

@@ -9,11 +9,16 @@ module is stdlib only. The rules that keep users' files safe:
   for a file cannot both get it, and a file is processed once.
 * The original bytes are never modified or deleted: they end in ``processed/``
   after success, or in ``failed/<name>/`` next to an ``error.json``.
+* A file whose bytes were published already (its sha256 is the input hash in some
+  ``output/*/manifest.json``) is not processed again: it is archived in ``processed/``
+  and nothing new is made, unless ``force`` asks for it (then ``output/<name> (2)``).
+* Nothing is lost when a run dies: see :func:`orphans` for how the next run adopts
+  what a dead run left in ``processing/``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import re
 import shutil
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from konspekt import __version__
 from konspekt.contracts import STATUS_OK, StageResult
-from konspekt.layout import VIDEO_META, VideoDir, read_json, write_json
+from konspekt.layout import VIDEO_META, VideoDir, read_json, sha256, write_json
 
 # Run order of the per-video stages; finalize requires every one of them to be ok.
 STAGES = ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf")
@@ -33,6 +38,10 @@ STAGES = ("extract_audio", "transcribe", "summarize", "features", "outline", "re
 TEMP_SUFFIXES = {".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".filepart", ".opdownload", ".!qb"}
 DELIVERABLES_SKIPPED = {"source", "stages", VIDEO_META, "finalize.json"}
 BYPRODUCTS = {"audio.wav"}
+# A video adopted this often and still not finished goes to failed/ instead of round again.
+MAX_ADOPTIONS = 3
+
+log = logging.getLogger(__name__)
 
 
 def is_candidate(path: Path) -> bool:
@@ -87,14 +96,6 @@ def unique_dir(parent: Path, name: str) -> Path:
     return candidate
 
 
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class Claim:
     video_dir: Path
@@ -102,15 +103,21 @@ class Claim:
     size: int
     sha256: str
     claimed_at: str
+    adopted: bool = False  # left in processing/ by a run that died, taken over by this one
 
 
 def claim(data_root: Path, *, stable_seconds: float = 5.0, wait_seconds: float = 0.0,
-          max_files: int | None = None) -> list[Claim]:
-    """Move ready files from ``input/`` into their own ``processing/<claim>/<video>/`` folders."""
+          max_files: int | None = None, force: bool = False) -> list[Claim]:
+    """What this run processes: the videos dead runs left in ``processing/`` (see :func:`orphans`),
+    then the ready files of ``input/``, each moved into its own ``processing/<claim>/<video>/``.
+
+    A new file whose bytes are already published is archived and left out, unless ``force``.
+    """
     data_root = Path(data_root)
-    files = ready_files(data_root / "input", stable_seconds, wait_seconds)[:max_files]
+    claims = adopt_orphans(data_root)
+    files = ready_files(data_root / "input", stable_seconds, 0.0 if claims else wait_seconds)[:max_files]
     claim_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    claims = []
+    done = published(data_root) if files and not force else {}
     for path in files:
         video_dir = data_root / "processing" / claim_id / slug(path.stem)
         if video_dir.exists():  # two names that slug alike in one drop
@@ -121,13 +128,82 @@ def claim(data_root: Path, *, stable_seconds: float = 5.0, wait_seconds: float =
         except FileNotFoundError:  # another run claimed it first
             shutil.rmtree(video_dir)
             continue
-        st = (video_dir / "source" / path.name).stat()
-        item = Claim(video_dir, path.name, st.st_size, sha256(video_dir / "source" / path.name),
-                     datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        write_json(video_dir / VIDEO_META, {"name": path.name, "source": f"source/{path.name}", "size": item.size,
-                                            "sha256": item.sha256, "claimed_at": item.claimed_at})
+        item = _describe(video_dir, path.name)
+        if item.sha256 in done:
+            _move(video_dir / "source" / path.name, data_root / "processed" / claim_id / path.name)
+            shutil.rmtree(video_dir)
+            log.warning("%s: already processed as %s; set force=true to redo", path.name, done[item.sha256])
+            continue
         claims.append(item)
+    _remove_if_empty(data_root / "processing" / claim_id)
     return claims
+
+
+def _describe(video_dir: Path, name: str) -> Claim:
+    """Hash the claimed file and write the folder's ``video.json``."""
+    source = video_dir / "source" / name
+    item = Claim(video_dir, name, source.stat().st_size, sha256(source),
+                 datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_json(video_dir / VIDEO_META, {"name": name, "source": f"source/{name}", "size": item.size,
+                                        "sha256": item.sha256, "claimed_at": item.claimed_at})
+    return item
+
+
+def published(data_root: Path) -> dict[str, str]:
+    """The input sha256 of every published video -> its output folder (``output/<name>``)."""
+    found: dict[str, str] = {}
+    for manifest in sorted((Path(data_root) / "output").glob("*/manifest.json")):
+        try:
+            digest = read_json(manifest)["video"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one of ours, or damaged: never a reason to skip a file
+        found.setdefault(digest, f"output/{manifest.parent.name}")
+    return found
+
+
+def orphans(data_root: Path) -> list[Path]:
+    """Video folders in ``processing/`` whose run ended without finalizing them.
+
+    The rule: **when claim runs, every folder in processing/ is an orphan.** Claim runs
+    once per DAG run, before that run processes anything, and runs of lecture_to_pdf
+    never overlap (``max_active_runs=1``, which tests/test_dags.py pins). So a folder
+    found there belongs to a run that has ended without finalizing it: its worker or
+    the machine died, or the run was marked failed. Nothing else will ever finish it.
+
+    Adopting one is safe even if a stage process of the dead run still runs in it:
+    the stage's lock makes the new try wait for it (see :mod:`konspekt.stage`), and
+    stages that finished are up to date and skipped, so work resumes where it stopped.
+    """
+    processing = Path(data_root) / "processing"
+    return sorted(v for c in processing.iterdir() if c.is_dir() for v in c.iterdir() if v.is_dir()) \
+        if processing.is_dir() else []
+
+
+def adopt_orphans(data_root: Path) -> list[Claim]:
+    """Hand the orphans to the running run; one adopted :data:`MAX_ADOPTIONS` times is finalized instead."""
+    adopted = []
+    for video_dir in orphans(data_root):
+        meta_path = video_dir / VIDEO_META
+        if not meta_path.is_file():  # claim itself died between the move and writing video.json
+            sources = sorted(p for p in (video_dir / "source").glob("*") if p.is_file())
+            if len(sources) != 1:
+                if not any(p.is_file() for p in video_dir.rglob("*")):  # died before the move: nothing there
+                    shutil.rmtree(video_dir)
+                    _remove_if_empty(video_dir.parent)
+                else:
+                    log.error("%s has no %s and is left for a person to look at", video_dir, VIDEO_META)
+                continue
+            _describe(video_dir, sources[0].name)
+        meta = read_json(meta_path)
+        if meta.get("adopted", 0) >= MAX_ADOPTIONS:
+            outcome = finalize(data_root, video_dir)
+            log.error("%s: interrupted %d times; finalized as %s", meta["name"], meta["adopted"], outcome.destination)
+            continue
+        meta["adopted"] = meta.get("adopted", 0) + 1
+        write_json(meta_path, meta)
+        log.warning("%s: left in %s by a run that ended; resuming it", meta["name"], video_dir.parent.name)
+        adopted.append(Claim(video_dir, meta["name"], meta["size"], meta["sha256"], meta["claimed_at"], adopted=True))
+    return adopted
 
 
 @dataclass
@@ -173,8 +249,7 @@ def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False)
     dest = data_root / plan["destination"]
     dest.mkdir(parents=True, exist_ok=True)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest = {"konspekt_version": __version__, "video": meta, "finished_at": now,
-                "stages": {s: asdict(r) for s, r in results.items()}}
+    manifest = build_manifest(meta, results, plan["status"], now)
 
     if problem:
         stage, reason = problem
@@ -197,6 +272,21 @@ def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False)
     _remove_if_empty(video.path.parent)
     return Outcome(plan["status"], meta["name"], plan["destination"],
                    problem[1] if problem else None, problem[0] if problem else None)
+
+
+def build_manifest(meta: dict, results: dict[str, StageResult], status: str, finished_at: str) -> dict:
+    """What was made from which input, how, with what, and how long each stage took."""
+    return {
+        "konspekt_version": __version__,
+        "status": status,
+        "video": meta,  # name, size, sha256 (the input hash), claimed_at, adopted
+        "finished_at": finished_at,
+        "stages": {s: asdict(r) for s, r in results.items()},  # each stage's result: status, outputs, details
+        "models": {s: m for s, r in results.items() if (m := r.details.get("model"))},
+        "versions": {s: r.versions for s, r in results.items()},
+        "seconds": {s: r.seconds for s, r in results.items()},
+        "total_seconds": round(sum(r.seconds for r in results.values()), 3),
+    }
 
 
 def _move(src: Path, dst: Path) -> None:

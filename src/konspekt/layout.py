@@ -16,6 +16,8 @@ All writes go through :func:`atomic_path`: a temp file in the same folder, then 
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import json
 import os
 import tempfile
@@ -49,6 +51,20 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def temp_files_of(target: Path) -> list[Path]:
+    """Temp files :func:`atomic_path` left next to ``target`` when its writer was killed."""
+    target = Path(target)
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp")) if target.parent.is_dir() else []
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(target: Path, text: str) -> Path:

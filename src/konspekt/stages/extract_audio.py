@@ -171,7 +171,8 @@ def _float(value) -> float | None:
         return None
 
 
-main = main_for("extract_audio", __doc__.splitlines()[0], _configure, run)
+main = main_for("extract_audio", __doc__.splitlines()[0], _configure, run,
+                reads=lambda video: [video.source], writes=["audio.wav"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -318,7 +318,7 @@ def run(video: VideoDir, args: argparse.Namespace):
     write_csv(video.features_csv, rows)
     write_json(video.features_json, report)
     return [video.features_csv, video.features_json], {
-        "segments": len(rows), "words": report["summary"]["words"], "duration": report["duration"],
+        "model": f"openSMILE {FEATURE_SET}", "segments": len(rows), "words": report["summary"]["words"], "duration": report["duration"],
         "frames": int(len(frames.time)), "timeline_step": step, "opensmile_seconds": round(smile_s, 3),
     }
 
@@ -351,7 +351,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="seconds of speech the timeline's speech rate is counted over")
 
 
-main = main_for("features", __doc__.splitlines()[0], _configure, run)
+main = main_for("features", __doc__.splitlines()[0], _configure, run,
+                reads=lambda video: [video.audio, video.transcript_json],
+                writes=["features.csv", "features.json"], packages=["opensmile", "numpy"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

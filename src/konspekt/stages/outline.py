@@ -114,7 +114,7 @@ def run(video: VideoDir, args: argparse.Namespace):
     write_json(video.outline_json, outline)
     log(f"outline: {len(sections)} section(s) from {len(sents)} sentences, starting at "
         + ", ".join(f"{s.start:.0f} s" for s in sections))
-    return [video.outline_json], {"sections": len(sections), "sentences": len(sents),
+    return [video.outline_json], {"model": args.model, "sections": len(sections), "sentences": len(sents),
                                   "starts": [s.start for s in sections]}
 
 
@@ -128,7 +128,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="how deep (in cosine) a similarity valley must be to start a section")
 
 
-main = main_for("outline", __doc__.splitlines()[0], _configure, run)
+main = main_for("outline", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.transcript_json],
+                writes=["outline.json"], packages=["sentence-transformers", "torch"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -465,7 +465,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--font-dir", type=Path, default=FONT_DIR, help="folder with the DejaVuSans TTF files")
 
 
-main = main_for("render_pdf", __doc__.splitlines()[0], _configure, run)
+main = main_for("render_pdf", __doc__.splitlines()[0], _configure, run,
+                # features and outline are optional: their absence is recorded, so their arrival reruns it
+                reads=lambda video: [video.transcript_json, video.summary_json, video.features_json,
+                                     video.outline_json],
+                writes=["report.pdf", "report.json"], packages=["reportlab"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

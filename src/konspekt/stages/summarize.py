@@ -285,7 +285,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sentences", type=int, default=7, help="sentences kept by the extractive summary")
 
 
-main = main_for("summarize", __doc__.splitlines()[0], _configure, run)
+main = main_for("summarize", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.transcript_json],
+                writes=["summary.json"], packages=["transformers", "torch", "sentence-transformers"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

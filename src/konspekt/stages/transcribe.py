@@ -90,7 +90,9 @@ def _count(value: str) -> int | None:
     return int(value) or None if value.strip() else None
 
 
-main = main_for("transcribe", __doc__.splitlines()[0], _configure, run)
+main = main_for("transcribe", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.audio],
+                writes=["transcript.json", *(f"transcript.{ext}" for ext in WRITERS)],
+                packages=["faster-whisper", "ctranslate2", "whisperx", "pyannote.audio"])
 
 if __name__ == "__main__":
     raise SystemExit(main())
