@@ -180,8 +180,10 @@ def test_pool_sizes_come_from_settings(monkeypatch, tmp_path):
     from konspekt_dags import pools
 
     specs = pools.pool_specs()
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cores = len(os.sched_getaffinity(0))  # here: 2 cores and 24 GB, so 2 slots
     assert {name: spec["slots"] for name, spec in specs.items()} == {
-        "konspekt_gpu": 1, "konspekt_cpu": max(1, (os.cpu_count() or 2) // 2)}
+        "konspekt_gpu": 1, "konspekt_cpu": max(1, min(cores, int(memory_gb // 2)))}
     assert all(spec["description"] and spec["include_deferred"] is False for spec in specs.values())
     load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), CPU_POOL_SLOTS="6", GPU_POOL_SLOTS="2", CPU_POOL="cpus")
     from konspekt_dags import pools

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ffmpeg, new_video_dir
+from conftest import ffmpeg, make_transcript, new_video_dir
+
+from konspekt.layout import write_json
 
 pytestmark = pytest.mark.slow
 
@@ -115,11 +117,10 @@ def uninterrupted(tmp_path_factory, lecture_mp4, tiny_en_model):
     video_dir = new_video_dir(tmp_path_factory.mktemp("uninterrupted"), lecture_mp4)
     run("extract_audio", video_dir)
     run("transcribe", video_dir, "--model", tiny_en_model)
-    run("features", video_dir)
     return video_dir
 
 
-def test_transcribe_and_features_killed_then_retried(tmp_path, lecture_mp4, tiny_en_model, uninterrupted):
+def test_transcribe_killed_then_retried(tmp_path, lecture_mp4, tiny_en_model, uninterrupted):
     video_dir = new_video_dir(tmp_path, lecture_mp4)
     run("extract_audio", video_dir)
     started = {}
@@ -133,11 +134,22 @@ def test_transcribe_and_features_killed_then_retried(tmp_path, lecture_mp4, tiny
     assert not (video_dir / "stages" / "transcribe.json").exists()
     run("transcribe", video_dir, "--model", tiny_en_model)
 
-    began = time.monotonic()
-    kill_midway("features", video_dir, when=lambda _err: time.monotonic() - began > 2.0)
-    assert not (video_dir / "stages" / "features.json").exists()
-    run("features", video_dir)
-
     assert_same_outputs(video_dir, uninterrupted)
     assert_no_duplicate_rows(video_dir / "transcript.tsv")
+
+
+def test_features_killed_then_retried(tmp_path, long_mp3):
+    """Ten minutes of audio: openSMILE takes well over the 3 s after which it is killed."""
+    transcript = make_transcript(["one two three four five six seven eight nine ten."] * 120)  # 600 s
+    reference = new_video_dir(tmp_path / "reference", long_mp3, "long tone.mp3")
+    video_dir = new_video_dir(tmp_path / "killed", long_mp3, "long tone.mp3")
+    for folder in (reference, video_dir):
+        run("extract_audio", folder)
+        write_json(folder / "transcript.json", transcript)
+    run("features", reference)
+    began = time.monotonic()
+    kill_midway("features", video_dir, when=lambda _err: time.monotonic() - began > 3.0)
+    assert not (video_dir / "stages" / "features.json").exists()
+    run("features", video_dir)
+    assert_same_outputs(video_dir, reference)
     assert_no_duplicate_rows(video_dir / "features.csv")

@@ -43,6 +43,11 @@ def _env(name: str, default: str) -> str:
     return default if value in (None, "") else value
 
 
+def _machine_slots(gb_per_stage: float = 2.0) -> int:
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return max(1, min(len(os.sched_getaffinity(0)), int(memory_gb // gb_per_stage)))
+
+
 def _flag(name: str, default: bool) -> bool:
     return _env(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
@@ -98,8 +103,8 @@ class Settings:
     gpu_pool: str = field(default_factory=lambda: _env("GPU_POOL", "konspekt_gpu"))
     gpu_pool_slots: int = field(default_factory=lambda: int(_env("GPU_POOL_SLOTS", "1")))
     cpu_pool: str = field(default_factory=lambda: _env("CPU_POOL", "konspekt_cpu"))
-    # a stage uses about one core and up to ~1-2 GB (ASR small, BART): half the cores keeps memory in bounds
-    cpu_pool_slots: int = field(default_factory=lambda: int(_env("CPU_POOL_SLOTS", str(max(1, (os.cpu_count() or 2) // 2)))))
+    # one stage per core, as long as each can have 2 GB (a stage's peak: ASR small, BART)
+    cpu_pool_slots: int = field(default_factory=lambda: int(_env("CPU_POOL_SLOTS", str(_machine_slots()))))
     # training DAG (train_asr): Param defaults
     train_dataset: str = field(default_factory=lambda: _env("TRAIN_DATASET", "lectures"))
     train_base_model: str = field(default_factory=lambda: _env("TRAIN_BASE_MODEL", "openai/whisper-small"))
