@@ -120,8 +120,10 @@ def detection_latency(clip: Path, model: str, cache: Path, work: Path, drops: in
             _wait(sensor_waiting, 600, "the sensor waiting on input/", proc)
             time.sleep(2)  # settled: the trigger is polling
             kind = "moved in" if i % 2 == 0 else "just written"
-            staged = data / f".drop-{i}.tmp"
-            shutil.copy(clip, staged)
+            staged = data / f".drop-{i}.tmp{clip.suffix}"
+            # its own bytes (a title): the same bytes again would be archived as already processed
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(clip), "-c", "copy", "-metadata",
+                            f"title=drop {i}", str(staged)], check=True)
             if kind == "moved in":
                 old = time.time() - 3600
                 os.utime(staged, (old, old))
@@ -130,8 +132,8 @@ def detection_latency(clip: Path, model: str, cache: Path, work: Path, drops: in
 
             def started() -> float | None:
                 rows = _query(db, "select t.start_date from task_instance t where t.dag_id = 'lecture_to_pdf' "
-                                  "and t.task_id = 'process.extract_audio' and t.start_date is not null "
-                                  "order by t.start_date desc limit 1")
+                                  "and t.task_id = 'process.extract_audio' and t.map_index >= 0 "
+                                  "and t.start_date is not null order by t.start_date desc limit 1")
                 stamp = _utc(rows[0][0]) if rows else None
                 return stamp if stamp and stamp >= landed - 1 else None
 
