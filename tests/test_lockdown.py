@@ -27,6 +27,9 @@ from konspekt.sample import speak
 ROOT = Path(__file__).resolve().parents[1]
 TASK_UID = TASK_GID = 1000
 DATA, CACHE = "/srv", "/media"  # empty folders that exist on Debian, used as mount points
+# konspekt's source, as the images hold it in their venv: the clone may live under /tmp, which the
+# sandbox covers with a fresh tmpfs (its editable install would then point nowhere)
+SOURCE = "/usr/local/src"
 pytestmark = pytest.mark.slow
 
 
@@ -36,7 +39,7 @@ def sandbox_available() -> str | None:
     for tool in ("unshare", "setpriv", "mount"):
         if shutil.which(tool) is None:
             return f"{tool} is missing"
-    for mount_point in (DATA, CACHE):
+    for mount_point in (DATA, CACHE, SOURCE):
         if not Path(mount_point).is_dir() or any(Path(mount_point).iterdir()):
             return f"{mount_point} is not an empty folder"
     probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True)
@@ -48,7 +51,7 @@ def locked_down(data: Path, cache: Path, argv: list[str]) -> subprocess.Complete
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "PYTHONPATH": SOURCE,
         # the images' cache variables, pointed at the read-only mount (images/*/Dockerfile)...
         "XDG_CACHE_HOME": CACHE, "HF_HOME": f"{CACHE}/huggingface", "TORCH_HOME": f"{CACHE}/torch",
         # ...and what the factory sets on top
@@ -58,6 +61,7 @@ def locked_down(data: Path, cache: Path, argv: list[str]) -> subprocess.Complete
         "mount --make-rprivate /",
         f"mount --bind {q(data)} {DATA}",
         f"mount --bind {q(cache)} {CACHE} && mount -o remount,bind,ro {CACHE}",
+        f"mount --bind {q(ROOT / 'src')} {SOURCE} && mount -o remount,bind,ro {SOURCE}",
         *reach_interpreter(data.parent / "interpreter"),
         "mount -o remount,bind,ro /",
         "mount -t tmpfs -o rw,nosuid,nodev,mode=1777 tmpfs /tmp",
