@@ -130,7 +130,8 @@ def base_env(args) -> dict:
 
 
 def stage_argv(stage: str, video_dir: Path, args) -> list[str]:
-    argv = [sys.executable, "-m", f"konspekt.stages.{stage}", "--video-dir", str(video_dir)]
+    # --force: the A/B reruns transcribe in the same folder, which would otherwise be skipped as up to date
+    argv = [sys.executable, "-m", f"konspekt.stages.{stage}", "--video-dir", str(video_dir), "--force"]
     if stage == "transcribe":
         argv += ["--model", args.model, "--device", "cpu", "--beam-size", "5", "--batch-size", str(args.batch_size),
                  "--threads", str(args.threads)]
