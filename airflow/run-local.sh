@@ -13,6 +13,9 @@ export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"   # the UI listens 
 export KONSPEKT_RUNNER="${KONSPEKT_RUNNER:-local}"
 # Low parallelism: heavy stages share this machine's cores and memory.
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-2}"
+# While stages load the cores, SQLite and the API server answer a task slower than Airflow's
+# 5 s default, and a task that times out talking to it fails before it has started.
+export AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="${AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT:-30}"
 mkdir -p "$AIRFLOW_HOME"
 if [ ! -f "$AIRFLOW_HOME/airflow.db" ]; then
   airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }

@@ -9,8 +9,11 @@ For each spoken lecture (espeak-ng, cached in bench/.media/):
   * end to end through Airflow in local mode (`airflow dags test lecture_to_pdf`): from the file
     landing in input/ to report.pdf existing;
   * DAG parse time per file, and (``--detection N``) the latency from a file landing to its first
-    stage starting in standalone Airflow with the sensor as configured (see bench/latency.py).
-Prints a Markdown table and writes bench/results/<date>.md and .json with the machine's details.
+    stage starting in standalone Airflow with the sensor as configured (see bench/latency.py);
+  * (``--docker URL``) each stage's task container against a local subprocess: start, run,
+    teardown and the Whisper model load (see bench/docker_overhead.py).
+Prints a Markdown table and writes bench/results/<date>.md and .json with the machine's details
+(a second run the same day is added to them).
 Not part of the tests.
 """
 
@@ -330,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also drop N copies of the 1-minute lecture at once (issue: 10) and time all PDFs")
     p.add_argument("--detection", type=int, default=0, metavar="N",
                    help="also time N drops in standalone Airflow: landing -> first stage start")
+    p.add_argument("--docker", default="", metavar="URL",
+                   help="also time the task containers on this engine (tcp://127.0.0.1:2375; images built; root)")
     p.add_argument("--skip", default="", help="comma list of: stages, ab, e2e, parse")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -354,16 +359,33 @@ def main(argv: list[str] | None = None) -> int:
     parse = {} if "parse" in skip else latency.dag_parse_times(env)
     detection = latency.detection_latency(lecture_clip(), args.model, args.cache, WORK / "detection",
                                           args.detection) if args.detection else None
+    containers = None
+    if args.docker:
+        import docker_overhead  # bench/docker_overhead.py
+
+        print("== task containers against local subprocesses (1-minute lecture)", flush=True)
+        containers = docker_overhead.measure(args.docker, lecture(1), args.model, WORK / "docker")
     md = table(lectures, info, args) + orchestration_table(parse, detection)
+    md += docker_overhead.table(containers) if containers else ""
     print("\n" + md)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    (RESULTS / f"{stamp}.md").write_text(f"# konspekt benchmark {stamp}\n\n{md}")
-    (RESULTS / f"{stamp}.json").write_text(json.dumps(no_nan(
-        {"date": datetime.now(timezone.utc).isoformat(), "machine": info, "args": {**vars(args), "cache": str(args.cache)},
-         "lectures": [asdict(lec) for lec in lectures], "dag_parse": parse, "detection": detection}), indent=2))
-    print(f"wrote {RESULTS / stamp}.md and .json")
+    now = datetime.now(timezone.utc)
+    result = no_nan({"date": now.isoformat(), "machine": info, "args": {**vars(args), "cache": str(args.cache)},
+                     "lectures": [asdict(lec) for lec in lectures], "dag_parse": parse, "detection": detection,
+                     "docker": containers})
+    save(RESULTS / now.strftime("%Y-%m-%d"), md, result, f"{now:%H:%M} UTC, `bench/run.py {' '.join(argv or sys.argv[1:])}`")
     return 0
+
+
+def save(stem: Path, md: str, result: dict, heading: str) -> None:
+    """Write <date>.md and <date>.json; a later run the same day is added to them, not written over."""
+    md_path, json_path = stem.with_suffix(".md"), stem.with_suffix(".json")
+    runs = json.loads(json_path.read_text()) if json_path.is_file() else []
+    runs = runs if isinstance(runs, list) else [runs]  # one run per file, before runs were added
+    json_path.write_text(json.dumps([*runs, result], indent=2))
+    text = md_path.read_text() if md_path.is_file() else f"# konspekt benchmark {stem.name}\n"
+    md_path.write_text(f"{text.rstrip()}\n\n## Run of {heading}\n\n{md}")
+    print(f"wrote {md_path} and {json_path.name}")
 
 
 if __name__ == "__main__":

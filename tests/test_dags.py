@@ -219,6 +219,8 @@ def test_docker_tasks_are_locked_down(monkeypatch, tmp_path):
             assert op.environment["MPLCONFIGDIR"].startswith("/tmp/")  # the cache mount is read-only
             writable = {m["Target"] for m in op.mounts if not m.get("ReadOnly")}
             assert writable == {"/data"}, op.task_id
+            # each video's source/ is bound read-only when the task runs (test_the_lock_down_reaches_the_daemon)
+            assert (op.run_mounts is not None) == (dag_id == "lecture_to_pdf"), op.task_id
 
 
 @pytest.mark.parametrize("user", ["", "0:0", "root"])
@@ -265,8 +267,10 @@ def test_the_lock_down_reaches_the_daemon(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
     bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker", DOCKER_USER="1000:1000",
-                      CACHE_MOUNT_SOURCE="/srv/cache")
+                      CACHE_MOUNT_SOURCE="/srv/cache", DATA_MOUNT_SOURCE="/srv/data")
     op = bag.dags["lecture_to_pdf"].get_task("process.render_pdf")
+    video_dir = "/data/processing/c1/lecture 1"
+    op.command = [arg if isinstance(arg, str) else video_dir for arg in op.command]  # as rendered for one video
     client = FakeDockerClient()
     op.__dict__["hook"] = SimpleNamespace(api_client=client, client_created=True)  # the cached DockerHook
     op.execute({})
@@ -275,6 +279,8 @@ def test_the_lock_down_reaches_the_daemon(monkeypatch, tmp_path):
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["ReadonlyRootfs"] is True and set(host["Tmpfs"]) == {"/tmp"}
     assert host["NetworkMode"] == "none" and not host.get("Privileged")
-    mounts = {m["Target"]: m.get("ReadOnly", False) for m in host["Mounts"]}
-    assert mounts == {"/data": False, "/root/.cache": True}
+    mounts = {m["Target"]: (m["Source"], m.get("ReadOnly", False)) for m in host["Mounts"]}
+    assert mounts == {"/data": ("/srv/data", False), "/root/.cache": ("/srv/cache", True),
+                      # the user's file: read-only even to the stage that decodes it
+                      f"{video_dir}/source": ("/srv/data/processing/c1/lecture 1/source", True)}
     assert client.created["user"] == "1000:1000"

@@ -159,3 +159,50 @@ def test_doctor_finds_this_setup_healthy(dag_run, docker_api):
     assert proc.returncode == 0 and report["ok"], report
     assert statuses == {"daemon": "ok", "images": "ok", "data folder": "ok", "ffmpeg": "ok", "openSMILE": "ok",
                         "gpu": "skip", "whisper model": "ok", "summary model": "warn"}
+
+
+SOURCE_PROBE = """
+import errno, pathlib, sys
+video = pathlib.Path(sys.argv[sys.argv.index("--video-dir") + 1])
+(video / "written.txt").write_text("the stage's own folder is writable")
+attempts = {"append": lambda: open(video / "source" / "lecture.mp4", "ab"),
+            "create": lambda: (video / "source" / "new.txt").write_text("x"),
+            "delete": lambda: (video / "source" / "lecture.mp4").unlink()}
+for name, attempt in attempts.items():
+    try:
+        attempt()
+    except OSError as exc:
+        assert exc.errno == errno.EROFS, (name, exc)
+    else:
+        sys.exit(f"source/ is writable: {name} succeeded")
+print("source/ is read-only")
+"""
+
+
+def test_a_stage_container_cannot_change_the_users_file(docker_api, tmp_path):
+    """The factory's operator on the real engine: the video's folder is writable, its source/ is not.
+
+    The files belong to the task user, so only the read-only mount stands in the way.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the data root is handed to uid 1000, as the task containers run")
+    data = tmp_path / "data"
+    video = data / "processing" / "c1" / "lecture"
+    (video / "source").mkdir(parents=True)
+    (video / "source" / "lecture.mp4").write_bytes(b"the user's bytes")
+    chown_tree(data, TASK_UID, TASK_GID)
+    script = (f"from konspekt_dags.factory import stage_task\n"
+              f"op = stage_task('extract_audio', '/data/processing/c1/lecture')\n"
+              f"op.command = ['python', '-c', {SOURCE_PROBE!r}, '--video-dir', '/data/processing/c1/lecture']\n"
+              f"op.execute({{}})\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "dags"), AIRFLOW_HOME=str(tmp_path / "airflow"),
+               KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=docker_api.url,
+               KONSPEKT_DATA_ROOT=str(data), KONSPEKT_DATA_MOUNT_SOURCE=str(data),
+               KONSPEKT_CACHE_DIR=str(tmp_path), KONSPEKT_CACHE_MOUNT_SOURCE=str(tmp_path),
+               KONSPEKT_DOCKER_USER=f"{TASK_UID}:{TASK_GID}")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "source/ is read-only" in log, log[-3000:]
+    assert (video / "written.txt").is_file()
+    assert [p.name for p in (video / "source").iterdir()] == ["lecture.mp4"]
+    assert (video / "source" / "lecture.mp4").read_bytes() == b"the user's bytes"

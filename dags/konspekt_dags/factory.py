@@ -16,6 +16,7 @@ step passes ``bad_input="fail"``: an unusable dataset should turn the run red.
 from __future__ import annotations
 
 import os
+from pathlib import PurePosixPath
 from typing import Any
 
 from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, CONTAINER_TRAIN_DATA, settings
@@ -82,8 +83,26 @@ def _docker_task(stage: str, command: list[Any], *, gpu: bool, skip_bad_input: b
         # matplotlib's font cache would go to the read-only cache mount; /tmp is the writable place
         environment={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLCONFIGDIR": "/tmp/matplotlib"},
         on_execute_callback=hand_over_video_dir,
+        run_mounts=None if is_training(stage) else source_read_only,
         **kwargs,
     )
+
+
+def source_read_only(command: list[str]) -> list[Any]:
+    """The video's ``source/`` bound read-only over the writable ``/data``: no stage can change the user's file.
+
+    Stages write only into the video's folder; extract_audio is the one that reads ``source/``.
+    """
+    from docker.types import Mount
+
+    try:
+        video_dir = command[command.index("--video-dir") + 1].rstrip("/")
+    except (ValueError, IndexError):
+        return []
+    source = f"{video_dir}/source"
+    relative = PurePosixPath(source).relative_to(CONTAINER_DATA)  # ValueError for a path outside /data
+    host = f"{settings.data_mount_source.rstrip('/')}/{relative.as_posix()}"
+    return [Mount(source, host, type="bind", read_only=True)]
 
 
 # What a stage needs from root's powers: nothing. It reads and writes files it owns under /data.

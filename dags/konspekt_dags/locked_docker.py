@@ -2,11 +2,14 @@
 
 The provider (4.6) passes a fixed set of HostConfig fields to the daemon: ``cap_add`` but
 no ``cap_drop``, no ``security_opt``, no read-only root filesystem, no tmpfs. This subclass
-adds those four to the HostConfig the provider builds, and changes nothing else.
+adds those four to the HostConfig the provider builds. It also takes ``run_mounts``: mounts
+worked out from the *rendered* command when the task runs, because the provider's
+``mounts`` are not templated and a mapped task learns its folder only then.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator
@@ -27,15 +30,25 @@ class _HostConfigExtras:
 
 
 class LockedDownDockerOperator(DockerOperator):
-    """``cap_drop``, ``security_opt``, ``read_only`` (root filesystem) and ``tmpfs`` for the task container."""
+    """``cap_drop``, ``security_opt``, ``read_only`` (root filesystem) and ``tmpfs`` for the task container.
+
+    ``run_mounts(command)`` returns extra mounts for the rendered argv (a list of str).
+    """
 
     def __init__(self, *, cap_drop: list[str] | None = None, security_opt: list[str] | None = None,
-                 read_only: bool = False, tmpfs: dict[str, str] | None = None, **kwargs: Any) -> None:
+                 read_only: bool = False, tmpfs: dict[str, str] | None = None,
+                 run_mounts: Callable[[list[str]], list[Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.cap_drop = cap_drop
         self.security_opt = security_opt
         self.read_only = read_only
         self.tmpfs = tmpfs
+        self.run_mounts = run_mounts
+
+    def execute(self, context: Any) -> Any:
+        if self.run_mounts is not None:  # the command is rendered by now; each mapped task has its own copy
+            self.mounts = [*self.mounts, *self.run_mounts([str(arg) for arg in self.command])]
+        return super().execute(context)
 
     def host_config_extras(self) -> dict[str, Any]:
         return {"cap_drop": self.cap_drop, "security_opt": self.security_opt,
