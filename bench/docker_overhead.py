@@ -85,7 +85,8 @@ def measure(docker_url: str, mp4: Path, model: str, work: Path) -> dict:
     shutil.rmtree(cache, ignore_errors=True)
     shutil.copytree(model, cache / "whisper" / "model")
     in_container_model = "/root/.cache/whisper/model"
-    docker_dir, local_dir = _video_dir(work / "docker", mp4), _video_dir(work / "local", mp4)
+    _video_dir(work / "docker", mp4)  # the containers see it as /data/video
+    local_dir = _video_dir(work / "local", mp4)
     _chown(work / "docker")
     _chown(cache)
     stages = {}

@@ -10,11 +10,14 @@
   latency is the time to ``extract_audio``'s start in Airflow's own database. Drops alternate
   between a file *moved in* (an old mtime: ready at once) and one *just written* (it must stay
   unchanged for ``KONSPEKT_STABLE_SECONDS`` first, so a copy still in progress is never taken).
+* **throughput** (``standalone_throughput``): N copies of a clip dropped at once into the same
+  standalone Airflow, processed in parallel as the pools allow: landing to the last report.pdf.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -90,8 +93,9 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
-def detection_latency(clip: Path, model: str, cache: Path, work: Path, drops: int = 6) -> dict:
-    """Median and each drop's latency, file landing -> extract_audio starting, in standalone Airflow."""
+@contextlib.contextmanager
+def standalone(work: Path, model: str, cache: Path):
+    """Airflow standalone on ``work/data`` with the sensor and pools as configured; yields (data, db, proc)."""
     shutil.rmtree(work, ignore_errors=True)
     data, home = work / "data", work / "airflow"
     (data / "input").mkdir(parents=True)
@@ -103,27 +107,52 @@ def detection_latency(clip: Path, model: str, cache: Path, work: Path, drops: in
                AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
                VENV=str(Path(sys.executable).parent.parent))
     env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
-    db = home / "airflow.db"
     log = open(work / "standalone.log", "w")
     proc = subprocess.Popen([str(ROOT / "airflow" / "run-local.sh"), "airflow", "standalone"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    results = []
     try:
-        def sensor_waiting() -> bool:
-            rows = _query(db, "select r.run_id from dag_run r join task_instance t on t.dag_id = r.dag_id "
-                              "and t.run_id = r.run_id where r.dag_id = 'lecture_to_pdf' and r.state = 'running' "
-                              "and t.task_id = 'wait_for_video' and t.state in ('deferred', 'running', "
-                              "'up_for_reschedule')")
-            return bool(rows)
+        yield data, home / "airflow.db", proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # standalone's own shutdown
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its components, should one outlive it
+        except ProcessLookupError:
+            pass
+        log.close()
 
+
+def _sensor_waiting(db: Path) -> bool:
+    return bool(_query(db, "select r.run_id from dag_run r join task_instance t on t.dag_id = r.dag_id "
+                           "and t.run_id = r.run_id where r.dag_id = 'lecture_to_pdf' and r.state = 'running' "
+                           "and t.task_id = 'wait_for_video' and t.state in ('deferred', 'running', "
+                           "'up_for_reschedule')"))
+
+
+def _stage(clip: Path, staged: Path, title: str) -> Path:
+    """A copy of ``clip`` with its own bytes (a title): the same bytes again would be archived as done."""
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), "-c", "copy", "-metadata",
+                    f"title={title}", str(staged)], check=True)
+    return staged
+
+
+def _finished(data: Path, name: str) -> bool:
+    return (data / "output" / name / "manifest.json").is_file() or any((data / "failed").glob(f"{name}*"))
+
+
+def detection_latency(clip: Path, model: str, cache: Path, work: Path, drops: int = 6) -> dict:
+    """Median and each drop's latency, file landing -> extract_audio starting, in standalone Airflow."""
+    results = []
+    with standalone(work, model, cache) as (data, db, proc):
         for i in range(drops):
-            _wait(sensor_waiting, 600, "the sensor waiting on input/", proc)
+            _wait(lambda: _sensor_waiting(db), 600, "the sensor waiting on input/", proc)
             time.sleep(2)  # settled: the trigger is polling
             kind = "moved in" if i % 2 == 0 else "just written"
-            staged = data / f".drop-{i}.tmp{clip.suffix}"
-            # its own bytes (a title): the same bytes again would be archived as already processed
-            subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(clip), "-c", "copy", "-metadata",
-                            f"title=drop {i}", str(staged)], check=True)
+            staged = _stage(clip, data / f".drop-{i}.tmp{clip.suffix}", f"drop {i}")
             if kind == "moved in":
                 old = time.time() - 3600
                 os.utime(staged, (old, old))
@@ -140,23 +169,31 @@ def detection_latency(clip: Path, model: str, cache: Path, work: Path, drops: in
             _wait(lambda: started() is not None, 300, f"drop {i}'s extract_audio", proc)
             results.append({"drop": i, "kind": kind, "latency_s": round(started() - landed, 2)})
             print(f"  detection: drop {i} ({kind}) {results[-1]['latency_s']:.1f} s", flush=True)
-            _wait(lambda: (data / "output" / f"drop {i:02d}" / "manifest.json").is_file()
-                  or any((data / "failed").glob(f"drop {i:02d}*")), 600, f"drop {i} to finish", proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        log.close()
+            _wait(lambda: _finished(data, f"drop {i:02d}"), 600, f"drop {i} to finish", proc)
     by_kind = {k: [r["latency_s"] for r in results if r["kind"] == k] for k in ("moved in", "just written")}
     return {"drops": results, "median_s": statistics.median(r["latency_s"] for r in results) if results else None,
             "median_by_kind_s": {k: statistics.median(v) for k, v in by_kind.items() if v}}
+
+
+def standalone_throughput(clip: Path, copies: int, model: str, cache: Path, work: Path) -> dict:
+    """``copies`` of ``clip`` dropped at once into standalone Airflow (pools as configured, stages in
+    parallel): the wall time from landing to the last report.pdf, and videos per minute."""
+    with standalone(work, model, cache) as (data, db, proc):
+        _wait(lambda: _sensor_waiting(db), 600, "the sensor waiting on input/", proc)
+        names = [f"video {i:02d}" for i in range(copies)]
+        staged = [_stage(clip, data / f".{name}.tmp{clip.suffix}", name) for name in names]
+        for path in staged:
+            old = time.time() - 3600  # finished copies: ready at once
+            os.utime(path, (old, old))
+        landed = time.monotonic()
+        for name, path in zip(names, staged):
+            path.rename(data / "input" / f"{name}{clip.suffix}")
+        _wait(lambda: all(_finished(data, n) for n in names), 600 + 120 * copies, "every video to finish", proc)
+        wall = time.monotonic() - landed
+        reports = sum((data / "output" / n / "report.pdf").is_file() for n in names)
+    print(f"  throughput (standalone): {reports}/{copies} PDFs in {wall:.1f} s", flush=True)
+    return {"videos": copies, "reports": reports, "wall_s": round(wall, 1),
+            "videos_per_min": round(reports / wall * 60, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,8 @@ class Lecture:
     stages: list[Run] = field(default_factory=list)
     ab: list[Run] = field(default_factory=list)  # konspekt transcribe (A) and peer (B), interleaved
     e2e: Run | None = None
-    throughput: Run | None = None
+    throughput: Run | None = None  # N copies through `airflow dags test`: one task at a time
+    throughput_standalone: dict | None = None  # the same drop under a real scheduler: parallel within the pools
 
     def median(self, name: str) -> float:
         values = [r.wall_s for r in self.ab if r.name == name and r.rc == 0]
@@ -264,7 +265,12 @@ def table(lectures: list[Lecture], info: dict, args) -> str:
             t = lec.throughput
             rows.append(f"| {tag} | **throughput: {t.extra['pdfs']} videos at once** | {t.wall_s:.1f} | {t.cpu_s:.1f} | "
                         f"{t.peak_rss_mb:.0f} | {t.extra['videos_per_min']:.2f} videos/min; first PDF at "
-                        f"{t.extra.get('first_s', float('nan')):.1f} s |")
+                        f"{t.extra.get('first_s', float('nan')):.1f} s; `airflow dags test`: one task at a time |")
+        if lec.throughput_standalone:
+            t = lec.throughput_standalone
+            rows.append(f"| {tag} | **throughput: {t['videos']} videos at once, standalone** | {t['wall_s']:.1f} | | | "
+                        f"{t['videos_per_min']:.2f} videos/min ({t['reports']} PDFs); scheduler with the pools, "
+                        "stages in parallel |")
         peer = lec.median("peer")
         if lec.ab:
             rows.append(f"| {tag} | ratio konspekt transcribe / peer | {lec.median('konspekt') / peer:.2f}× | | | |")
@@ -330,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=2, help="A/B repetitions (ABBA order)")
     p.add_argument("--cache", type=Path, default=ROOT / "cache", help="model cache the stages use")
     p.add_argument("--throughput", type=int, default=0, metavar="N",
-                   help="also drop N copies of the 1-minute lecture at once (issue: 10) and time all PDFs")
+                   help="also drop N copies of the 1-minute lecture at once (issue: 10) and time all PDFs, "
+                        "through `airflow dags test` and through standalone Airflow")
     p.add_argument("--detection", type=int, default=0, metavar="N",
                    help="also time N drops in standalone Airflow: landing -> first stage start")
     p.add_argument("--docker", default="", metavar="URL",
@@ -339,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     args.reps = 0 if "ab" in skip else args.reps
+    import latency  # bench/latency.py, beside this file
+
     info, env, lectures = machine(), base_env(args), []
     print(f"machine: {info}", flush=True)
     for minutes in (int(m) for m in args.lengths.split(",") if m.strip()):
@@ -353,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
             bench_e2e(lec, mp4, args, env, work)
         if args.throughput and minutes == 1:
             lec.throughput = bench_e2e(lec, mp4, args, env, work, copies=args.throughput)
+            lec.throughput_standalone = latency.standalone_throughput(mp4, args.throughput, args.model, args.cache,
+                                                                      work / "throughput-standalone")
         lectures.append(lec)
-    import latency  # bench/latency.py, beside this file
 
     parse = {} if "parse" in skip else latency.dag_parse_times(env)
     detection = latency.detection_latency(lecture_clip(), args.model, args.cache, WORK / "detection",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,23 @@ from konspekt.layout import write_json  # noqa: E402
 from konspekt.sample import SCRIPT, speak  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_LOCAL = str(ROOT / "airflow" / "run-local.sh")  # Airflow in local mode: airflow/run-local.sh airflow ...
+
+
+def airflow_env(base: Path, data: Path, **overrides: str) -> dict[str, str]:
+    """The environment for ``RUN_LOCAL`` on a test's own data root.
+
+    AIRFLOW_HOME and the model cache live under ``base``; files are claimed at once; no retries;
+    offline; the sensor pokes with a timeout (under ``dags test`` a deferred sensor ignores its
+    timeout); VENV is the venv running the tests. ``overrides`` adds or replaces variables.
+    """
+    env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
+               KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0",
+               KONSPEKT_SENSOR_MODE="poke", KONSPEKT_SENSOR_TIMEOUT_SECONDS="120", HF_HUB_OFFLINE="1",
+               VENV=str(Path(sys.executable).parent.parent))
+    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)  # settings derive it from KONSPEKT_DATA_ROOT
+    env.update(overrides)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -22,13 +22,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import ffmpeg
+from conftest import RUN_LOCAL, airflow_env, ffmpeg
 from konspekt.sample import SCRIPT, speak, word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,15 +147,8 @@ def make_drop(media: Path, lecture_mp4: Path, silent_video: Path) -> dict[str, P
 
 
 def dags_test(base: Path, data: Path, model: str, attempt: int) -> subprocess.CompletedProcess:
-    env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
-               KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_WHISPER_MODEL=model,
-               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
-               # poke with a timeout: under `dags test` a deferred sensor ignores its timeout
-               KONSPEKT_SENSOR_MODE="poke", KONSPEKT_SENSOR_TIMEOUT_SECONDS="120",
-               VENV=str(Path(sys.executable).parent.parent))  # the venv running the tests
-    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)  # derived from KONSPEKT_DATA_ROOT by settings
-    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
-                          env=env, capture_output=True, text=True, timeout=1200, cwd=base)
+    env = airflow_env(base, data, KONSPEKT_WHISPER_MODEL=model)
+    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True, text=True, timeout=1200, cwd=base)
     (base / f"dags-test-{attempt}.log").write_text(proc.stdout + proc.stderr)
     return proc
 

@@ -138,7 +138,10 @@ def by_name(checks) -> dict[str, doctor.Check]:
 
 # --- configuration ---------------------------------------------------------------------------------
 
-def test_defaults_and_names_match_the_dag_settings(monkeypatch):
+def test_the_doctor_and_the_dag_settings_share_one_source(monkeypatch):
+    """Both read konspekt.deployment: the same image per stage, paths and defaults, nothing copied."""
+    from konspekt import deployment
+
     for key in [k for k in os.environ if k.startswith("KONSPEKT_")]:
         monkeypatch.delenv(key)
     for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
@@ -147,23 +150,15 @@ def test_defaults_and_names_match_the_dag_settings(monkeypatch):
     from konspekt_dags import settings as module
 
     settings = module.Settings()
-    # The bundle's mapping is the one used; the built-in copy (for a doctor without the bundle) agrees.
-    assert doctor.stage_images() == module.STAGE_IMAGES
-    assert doctor.stage_images(DAGS) == module.STAGE_IMAGES
-    for stage, family in doctor.FALLBACK_STAGE_IMAGES.items():
-        assert module.STAGE_IMAGES.get(stage, family) == family, stage
-    assert set(doctor.FALLBACK_STAGE_IMAGES.values()) == set(module.STAGE_IMAGES.values())
-    assert (doctor.CONTAINER_DATA, doctor.CONTAINER_CACHE) == (module.CONTAINER_DATA, module.CONTAINER_CACHE)
-    for key, default in doctor.DEFAULTS.items():
+    assert module.STAGE_IMAGES is deployment.STAGE_IMAGES and doctor.stage_images() == deployment.STAGE_IMAGES
+    assert (module.CONTAINER_DATA, module.CONTAINER_CACHE) == (doctor.CONTAINER_DATA, doctor.CONTAINER_CACHE)
+    for key, default in deployment.DEFAULTS.items():  # the settings fall back to the shared defaults
         assert str(getattr(settings, key.lower())).lower() == default.lower(), key
     config, as_json = doctor.parse_args([], environ={"KONSPEKT_RUNNER": "docker", "KONSPEKT_GPU": "yes"})
     assert config.runner == "docker" and config.gpu is True and as_json is False
     assert config.image("asr") == settings.image_for("transcribe")
-
-
-def test_without_the_bundle_the_built_in_mapping_serves(tmp_path, monkeypatch):
-    monkeypatch.setattr(doctor, "bundle_settings", lambda dags_folder=None: None)
-    assert doctor.stage_images() == doctor.FALLBACK_STAGE_IMAGES
+    monkeypatch.setenv("KONSPEKT_IMAGE_TAG", "v2")
+    assert module.Settings().image_for("transcribe") == doctor.parse_args([])[0].image("asr") == "konspekt-asr:v2"
 
 
 def test_flags_override_the_environment():

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import RUN_LOCAL, airflow_env
+
 from konspekt.doctor import DockerAPI, DockerError, stage_images
 from konspekt.inbox import STAGES
 from konspekt.sample import SCRIPT, word_error_rate
@@ -36,7 +38,7 @@ def image_names() -> list[str]:
     """The images of the inference DAG's stages."""
     prefix = os.environ.get("KONSPEKT_IMAGE_PREFIX") or "konspekt"
     tag = os.environ.get("KONSPEKT_IMAGE_TAG") or "latest"
-    families = stage_images(ROOT / "dags")  # the DAG bundle's own mapping
+    families = stage_images()  # the DAG bundle's own mapping (konspekt.deployment)
     return [f"{prefix}-{family}:{tag}" for family in dict.fromkeys(families[s] for s in STAGES)]
 
 
@@ -62,6 +64,14 @@ def our_containers(api: DockerAPI) -> list[dict]:
     return [c for c in api.containers(all=True) if c.get("Image") in names or c.get("ImageID") in ids]
 
 
+def docker_mode(url: str, data: Path, cache: Path) -> dict[str, str]:
+    """The KONSPEKT_* of docker mode on this host: one machine, so the daemon sees the same paths."""
+    return dict(KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=url,
+                KONSPEKT_DATA_MOUNT_SOURCE=str(data), KONSPEKT_CACHE_DIR=str(cache),
+                KONSPEKT_CACHE_MOUNT_SOURCE=str(cache), KONSPEKT_DOCKER_USER=f"{TASK_UID}:{TASK_GID}",
+                KONSPEKT_WHISPER_MODEL="/root/.cache/whisper/tiny.en")  # the path inside the task container
+
+
 def chown_tree(path: Path, uid: int, gid: int) -> None:
     for p in (path, *path.rglob("*")):
         os.chown(p, uid, gid, follow_symlinks=False)
@@ -85,16 +95,8 @@ def dag_run(docker_api, tmp_path_factory, lecture_mp4, silent_video, tiny_en_mod
     chown_tree(data, TASK_UID, TASK_GID)
     chown_tree(cache, TASK_UID, TASK_GID)
 
-    env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), HF_HUB_OFFLINE="1",
-               KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=docker_api.url,
-               KONSPEKT_DATA_ROOT=str(data), KONSPEKT_DATA_MOUNT_SOURCE=str(data),  # one host: same paths
-               KONSPEKT_CACHE_DIR=str(cache), KONSPEKT_CACHE_MOUNT_SOURCE=str(cache),
-               KONSPEKT_DOCKER_USER=f"{TASK_UID}:{TASK_GID}",
-               KONSPEKT_WHISPER_MODEL="/root/.cache/whisper/tiny.en",  # the path inside the task container
-               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0",
-               VENV=os.environ.get("VENV") or str(Path(sys.executable).parent.parent))
-    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
-                          env=env, capture_output=True, text=True, timeout=1200)
+    env = airflow_env(base, data, **docker_mode(docker_api.url, data, cache))
+    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True, text=True, timeout=1200)
     (base / "dags-test.log").write_text(proc.stdout + proc.stderr)
     return data, proc, lecture_mp4.read_bytes(), silent_video.read_bytes(), our_containers(docker_api)
 

@@ -19,13 +19,14 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from test_e2e_docker import TASK_GID, TASK_UID, chown_tree, docker_api, image_names  # noqa: F401 - a fixture
+from conftest import RUN_LOCAL, airflow_env
+
+from test_e2e_docker import TASK_GID, TASK_UID, chown_tree, docker_api, docker_mode, image_names  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERD = ROOT / ".ci" / "dockerd.sh"
@@ -74,22 +75,13 @@ def restart_run(docker_api, tmp_path_factory, lecture_mp4, tiny_en_model):  # no
     shutil.copytree(tiny_en_model, cache / "whisper" / "tiny.en")
     chown_tree(data, TASK_UID, TASK_GID)
     chown_tree(cache, TASK_UID, TASK_GID)
-    env = dict(os.environ, AIRFLOW_HOME=str(home), HF_HUB_OFFLINE="1",
-               KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=docker_api.url,
-               KONSPEKT_DATA_ROOT=str(data), KONSPEKT_DATA_MOUNT_SOURCE=str(data),
-               KONSPEKT_CACHE_DIR=str(cache), KONSPEKT_CACHE_MOUNT_SOURCE=str(cache),
-               KONSPEKT_DOCKER_USER=f"{TASK_UID}:{TASK_GID}",
-               KONSPEKT_WHISPER_MODEL="/root/.cache/whisper/tiny.en",
-               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="3",  # 20 s apart (the DAG's retry_delay)
-               KONSPEKT_SENSOR_MODE="poke", KONSPEKT_SENSOR_TIMEOUT_SECONDS="120",
-               VENV=os.environ.get("VENV") or str(Path(sys.executable).parent.parent))
-    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
+    env = airflow_env(base, data, **docker_mode(docker_api.url, data, cache),
+                      KONSPEKT_RETRIES="3")  # 20 s apart (the DAG's retry_delay)
     log_path = base / "dags-test.log"
     db = home / "airflow.db"
     events = {}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             asr = next(name for name in image_names() if name.split(":")[0].endswith("-asr"))
             wait_for(lambda: f"Starting docker container from image {asr}" in log_path.read_text(errors="replace"),

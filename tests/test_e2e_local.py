@@ -6,13 +6,13 @@ failed/ with its bytes untouched, and neither may stop the other.
 """
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import RUN_LOCAL, airflow_env
 
 from konspekt.sample import SCRIPT, word_error_rate
 
@@ -30,15 +30,8 @@ def dag_run(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model):
     shutil.copy(lecture_mp4, good)
     shutil.copy(silent_video, bad)
     (data / "input" / "still copying.mp4.part").write_bytes(b"partial")
-    env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
-               KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_WHISPER_MODEL=tiny_en_model,
-               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
-               # poke with a timeout: under `dags test` a deferred sensor ignores its timeout
-               KONSPEKT_SENSOR_MODE="poke", KONSPEKT_SENSOR_TIMEOUT_SECONDS="120",
-               VENV=str(Path(sys.executable).parent.parent))  # the venv running the tests
-    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)  # derived from KONSPEKT_DATA_ROOT by settings
-    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    env = airflow_env(base, data, KONSPEKT_WHISPER_MODEL=tiny_en_model)
+    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True, text=True, timeout=900)
     (base / "dags-test.log").write_text(proc.stdout + proc.stderr)
     return data, proc, lecture_mp4.read_bytes(), silent_video.read_bytes()
 
@@ -80,3 +73,46 @@ def test_inputs_are_archived_and_temp_files_left_alone(dag_run):
     assert archived.read_bytes() == good_bytes
     assert [p.name for p in (data / "input").iterdir()] == ["still copying.mp4.part"]
     assert not any((data / "processing").iterdir())
+
+
+def test_a_file_still_being_copied_is_claimed_only_once_complete(tmp_path, lecture_mp4, tiny_en_model):
+    """Through the DAG: a writer appends the lecture slowly under its final name while the run starts.
+
+    The sensor sees the file at once; claim must wait until it has been unchanged for
+    KONSPEKT_STABLE_SECONDS. Claimed early, the mp4 would lack its index (ffmpeg writes it
+    last) and end in failed/, or the transcript would be cut short.
+    """
+    import threading
+    import time
+
+    data = tmp_path / "data"
+    (data / "input").mkdir(parents=True)
+    payload = lecture_mp4.read_bytes()
+    chunks = 40  # every 0.5 s: 20 s of copying, longer than the run takes to reach claim
+    target = data / "input" / "slow copy.mp4"
+    started = threading.Event()
+
+    def slow_writer():
+        with open(target, "wb") as out:
+            for i in range(chunks):
+                out.write(payload[i * len(payload) // chunks:(i + 1) * len(payload) // chunks])
+                out.flush()
+                started.set()
+                time.sleep(0.5)
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    started.wait(10)
+    env = airflow_env(tmp_path, data, KONSPEKT_WHISPER_MODEL=tiny_en_model, KONSPEKT_STABLE_SECONDS="3")
+    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True,
+                          text=True, timeout=900)
+    writer.join()
+    log = proc.stdout + proc.stderr
+    assert f"claimed 'slow copy.mp4' ({len(payload)} bytes)" in log, log[-3000:]  # whole, when claimed
+    out = data / "output" / "slow copy"
+    assert (out / "report.pdf").is_file(), log[-5000:]
+    assert not (data / "failed").exists() or not any((data / "failed").iterdir())
+    [archived] = (data / "processed").rglob("slow copy.mp4")
+    assert archived.read_bytes() == payload  # the whole file was claimed, and never changed
+    assert word_error_rate(SCRIPT, (out / "transcript.txt").read_text()) <= 0.15  # all of the lecture, not a cut-off start
+

@@ -13,11 +13,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from conftest import RUN_LOCAL, airflow_env
 
 from konspekt.layout import sha256
 from konspekt.sample import speak
@@ -36,15 +37,10 @@ class Deployment:
     def __init__(self, base: Path, model: str):
         self.base, self.data = base, base / "data"
         (self.data / "input").mkdir(parents=True)
-        self.env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(self.data),
-                        KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_WHISPER_MODEL=model,
-                        KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
-                        KONSPEKT_SENSOR_MODE="poke", KONSPEKT_SENSOR_TIMEOUT_SECONDS="60",
-                        VENV=str(Path(sys.executable).parent.parent))
-        self.env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
+        self.env = airflow_env(base, self.data, KONSPEKT_WHISPER_MODEL=model, KONSPEKT_SENSOR_TIMEOUT_SECONDS="60")
 
     def argv(self, *extra):
-        return [str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf", *extra]
+        return [RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf", *extra]
 
     def run(self, label: str, *extra) -> str:
         proc = subprocess.run(self.argv(*extra), env=self.env, capture_output=True, text=True, timeout=900)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from konspekt.contracts import Segment, Transcript, Word
@@ -134,6 +135,16 @@ def test_one_pass_matches_opensmile_two_passes(speech_wav):
     lld = smile(opensmile.FeatureLevel.LowLevelDescriptors)
     assert len(frames.time) == len(lld)
     assert frames.loudness == pytest.approx(lld[features.LOUDNESS_LLD].to_numpy(), rel=1e-6)
+
+
+def test_streamed_in_small_pieces_the_result_is_the_same(speech_wav):
+    """Half-second pieces into a one-second ring: the writer waits for the engine many times, nothing is lost."""
+    frames, funcs = features.analyse(speech_wav)
+    small_frames, small_funcs = features.analyse(speech_wav, chunk_seconds=0.5)
+    assert small_funcs == funcs
+    assert np.array_equal(small_frames.time, frames.time)
+    assert np.array_equal(small_frames.loudness, frames.loudness)
+    assert np.array_equal(small_frames.semitones, frames.semitones, equal_nan=True)
 
 
 def test_rerun_replaces_files_and_is_byte_identical(video):

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import RUN_LOCAL, airflow_env
 from airflow.providers.docker.operators.docker import DockerOperator
 
 from test_dags import load_dagbag
@@ -83,11 +85,8 @@ def run_train_dag(base: Path, base_model: str, **env_extra: str) -> tuple[Path, 
             "grad_accum": 1, "learning_rate": 1e-3, "warmup_steps": 1, "log_every": 1, "ckpt_every": 2,
             "eval_every": 2, "device": "cpu", "val_fraction": 0.3}
     data = base / "data"
-    env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
-               KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
-               VENV=os.environ.get("VENV") or str(Path(sys.executable).parent.parent), **env_extra)
-    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
-    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "train_asr",
+    env = airflow_env(base, data, **env_extra)
+    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "train_asr",
                            "-c", json.dumps(conf)], env=env, capture_output=True, text=True, timeout=900)
     output = proc.stdout + proc.stderr
     (base / "dags-test.log").write_text(output)

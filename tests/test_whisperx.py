@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, new_video_dir
+from conftest import ROOT, RUN_LOCAL, airflow_env, new_video_dir
 from transcript_checks import check_subtitles, check_transcript
 
 from konspekt.sample import SCRIPT, word_error_rate
@@ -249,21 +249,14 @@ def test_local_runner_runs_transcribe_in_the_whisperx_venv(tmp_path, lecture_mp4
     """The DAG in local mode with ``KONSPEKT_LOCAL_PYTHONS``: transcribe runs whisperx in its own venv,
     every other stage in the main one, and the lecture still becomes a PDF."""
     import shutil
-    import sys
 
     data = tmp_path / "data"
     (data / "input").mkdir(parents=True)
     shutil.copy(lecture_mp4, data / "input" / "lecture.mp4")
-    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), KONSPEKT_DATA_ROOT=str(data),
-               KONSPEKT_CACHE_DIR=str(tmp_path / "cache"), KONSPEKT_WHISPER_MODEL=tiny_en_model,
-               KONSPEKT_ASR_BACKEND="whisperx", KONSPEKT_LOCAL_PYTHONS=json.dumps({"asr": str(PYTHON)}),
-               KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0", HF_HUB_OFFLINE="1",
-               KONSPEKT_SENSOR_MODE="poke", KONSPEKT_SENSOR_TIMEOUT_SECONDS="120",
-               PYTHONPATH=str(ROOT / "src"),  # the whisperx venv's konspekt may point at another clone
-               VENV=str(Path(sys.executable).parent.parent))
-    env.pop("AIRFLOW_CONN_KONSPEKT_DATA", None)
-    proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    env = airflow_env(tmp_path, data, KONSPEKT_WHISPER_MODEL=tiny_en_model, KONSPEKT_ASR_BACKEND="whisperx",
+                      KONSPEKT_LOCAL_PYTHONS=json.dumps({"asr": str(PYTHON)}),
+                      PYTHONPATH=str(ROOT / "src"))  # the whisperx venv's konspekt may point at another clone
+    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True, text=True, timeout=900)
     out = data / "output" / "lecture"
     assert (out / "report.pdf").is_file(), (proc.stdout + proc.stderr)[-4000:]
     t = check_transcript(out / "transcript.json")

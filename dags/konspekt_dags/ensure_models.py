@@ -6,7 +6,6 @@ in one place (the KONSPEKT_* environment). ``make warm-cache`` runs it with netw
 
 from __future__ import annotations
 
-import sys
 
 from konspekt.stages.summarize import DEFAULT_EXTRACTIVE
 from konspekt_dags.settings import settings

@@ -13,34 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from konspekt.asr.diarize import DEFAULT_MODEL as DEFAULT_DIARIZATION_MODEL
+from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS, STAGE_IMAGES  # noqa: F401 - re-exported
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]  # the repository: dags/ sits at its top
-CONTAINER_DATA = "/data"  # the data root as every task container (and every stage argv) sees it
-CONTAINER_CACHE = "/root/.cache"
-
 CONTAINER_TRAIN_DATA = f"{CONTAINER_DATA}/train"  # training datasets, mounted read-only into training tasks
 
-# Which image runs which stage: one image per stage family (see images/). A plain name is a
-# module of konspekt.stages (works on a --video-dir); "training.<step>" is a module of
-# konspekt.training (works on a --run-dir).
-STAGE_IMAGES = {
-    "extract_audio": "audio",
-    "transcribe": "asr",
-    "summarize": "summarize",
-    "features": "features",
-    "outline": "summarize",  # sentence-transformers lives in the summarize image
-    "render_pdf": "report",
-    "training.read_data": "train",
-    "training.batches": "train",
-    "training.train": "train",
-    "training.evaluate": "train",
-    "training.export": "train",
-}
 
-
-def _env(name: str, default: str) -> str:
+def _env(name: str, default: str | None = None) -> str:
+    """KONSPEKT_<name>; unset or empty: ``default``, else the shared default (konspekt.deployment)."""
     value = os.environ.get(f"KONSPEKT_{name}")
-    return default if value in (None, "") else value
+    if value not in (None, ""):
+        return value
+    return DEFAULTS[name] if default is None else default
 
 
 def _machine_slots(gb_per_stage: float = 2.0) -> int:
@@ -48,13 +32,13 @@ def _machine_slots(gb_per_stage: float = 2.0) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), int(memory_gb // gb_per_stage)))
 
 
-def _flag(name: str, default: bool) -> bool:
-    return _env(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+def _flag(name: str, default: bool | None = None) -> bool:
+    return _env(name, None if default is None else str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    runner: str = field(default_factory=lambda: _env("RUNNER", "local"))  # "local" | "docker"
+    runner: str = field(default_factory=lambda: _env("RUNNER"))  # "local" | "docker"
     # The data root as *this* Airflow process sees it (compose: /opt/airflow/data).
     data_root: Path = field(default_factory=lambda: Path(_env("DATA_ROOT", str(BUNDLE_ROOT / "data"))).resolve())
     # The model cache in local mode; task containers mount it at /root/.cache.
@@ -65,17 +49,17 @@ class Settings:
     # (whisperx pins its own torch, so it cannot share the main venv)
     local_pythons: dict = field(default_factory=lambda: json.loads(_env("LOCAL_PYTHONS", "{}")))
     # docker runner
-    docker_url: str = field(default_factory=lambda: _env("DOCKER_URL", "tcp://docker-proxy:2375"))
-    data_mount_source: str = field(default_factory=lambda: _env("DATA_MOUNT_SOURCE", "/data"))  # as the daemon sees it
-    cache_mount_source: str = field(default_factory=lambda: _env("CACHE_MOUNT_SOURCE", "/cache"))
+    docker_url: str = field(default_factory=lambda: _env("DOCKER_URL"))
+    data_mount_source: str = field(default_factory=lambda: _env("DATA_MOUNT_SOURCE"))  # as the daemon sees it
+    cache_mount_source: str = field(default_factory=lambda: _env("CACHE_MOUNT_SOURCE"))
     # empty: <DATA_MOUNT_SOURCE>/train
     train_mount_source: str = field(default_factory=lambda: _env("TRAIN_MOUNT_SOURCE", ""))
-    image_prefix: str = field(default_factory=lambda: _env("IMAGE_PREFIX", "konspekt"))
-    image_tag: str = field(default_factory=lambda: _env("IMAGE_TAG", "latest"))
-    docker_user: str = field(default_factory=lambda: _env("DOCKER_USER", ""))  # "uid:gid" of the host user
-    gpu: bool = field(default_factory=lambda: _flag("GPU", False))
+    image_prefix: str = field(default_factory=lambda: _env("IMAGE_PREFIX"))
+    image_tag: str = field(default_factory=lambda: _env("IMAGE_TAG"))
+    docker_user: str = field(default_factory=lambda: _env("DOCKER_USER"))  # "uid:gid" of the host user
+    gpu: bool = field(default_factory=lambda: _flag("GPU"))
     # per-run defaults (editable as Params when triggering)
-    whisper_model: str = field(default_factory=lambda: _env("WHISPER_MODEL", "small"))
+    whisper_model: str = field(default_factory=lambda: _env("WHISPER_MODEL"))
     language: str = field(default_factory=lambda: _env("LANGUAGE", "auto"))
     device: str = field(default_factory=lambda: _env("DEVICE", "auto"))
     asr_backend: str = field(default_factory=lambda: _env("ASR_BACKEND", "auto"))  # | faster-whisper | whisperx
@@ -84,8 +68,8 @@ class Settings:
     # speaker labels: pyannote's gated pipeline; HF_TOKEN (the hub's own variable) fetches it once
     diarize: bool = field(default_factory=lambda: _flag("DIARIZE", False))
     diarization_model: str = field(default_factory=lambda: _env("DIARIZATION_MODEL", DEFAULT_DIARIZATION_MODEL))
-    summary_method: str = field(default_factory=lambda: _env("SUMMARY_METHOD", "auto"))
-    summary_model: str = field(default_factory=lambda: _env("SUMMARY_MODEL", "slauw87/bart_summarisation"))
+    summary_method: str = field(default_factory=lambda: _env("SUMMARY_METHOD"))
+    summary_model: str = field(default_factory=lambda: _env("SUMMARY_MODEL"))
     # summary models for other languages, e.g. {"ru": "IlyaGusev/mbart_ru_sum_gazeta"}; "*" = any other
     summary_models: dict = field(default_factory=lambda: json.loads(_env("SUMMARY_MODELS", "{}")))
     keep_byproducts: bool = field(default_factory=lambda: _flag("KEEP_BYPRODUCTS", False))

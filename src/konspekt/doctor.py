@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -42,64 +41,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# Which image runs which stage. The DAG bundle's settings (dags/konspekt_dags/settings.py) are
-# the authority and are read when this checkout or image has the bundle (see stage_images());
-# this copy serves a doctor installed without it. Names and defaults below mirror the same file
-# (tests/test_doctor.py keeps them in step).
-FALLBACK_STAGE_IMAGES = {
-    "extract_audio": "audio",
-    "transcribe": "asr",
-    "summarize": "summarize",
-    "features": "features",
-    "outline": "summarize",
-    "render_pdf": "report",
-    "training.read_data": "train",
-    "training.batches": "train",
-    "training.train": "train",
-    "training.evaluate": "train",
-    "training.export": "train",
-}
-CONTAINER_DATA = "/data"
-CONTAINER_CACHE = "/root/.cache"
-DEFAULTS = {
-    "RUNNER": "local",
-    "DOCKER_URL": "tcp://docker-proxy:2375",
-    "DATA_MOUNT_SOURCE": "/data",
-    "CACHE_MOUNT_SOURCE": "/cache",
-    "IMAGE_PREFIX": "konspekt",
-    "IMAGE_TAG": "latest",
-    "DOCKER_USER": "",
-    "GPU": "false",
-    "WHISPER_MODEL": "small",
-    "SUMMARY_METHOD": "auto",
-    "SUMMARY_MODEL": "slauw87/bart_summarisation",
-}
+from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS, STAGE_IMAGES
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
 
-def bundle_settings(dags_folder: str | Path | None = None):
-    """The DAG bundle's settings module (stdlib only), if a dags folder holding it can be found."""
-    candidates = [dags_folder, os.environ.get("AIRFLOW__CORE__DAGS_FOLDER"),
-                  Path(__file__).resolve().parents[2] / "dags",  # a source checkout (src/konspekt/doctor.py)
-                  "/opt/airflow/dags"]  # the compose Airflow image
-    for folder in candidates:
-        path = Path(folder) / "konspekt_dags" / "settings.py" if folder else None
-        if path is None or not path.is_file():
-            continue
-        spec = importlib.util.spec_from_file_location("_konspekt_bundle_settings", path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception:  # noqa: BLE001 - a broken bundle is the DAG's problem; fall back
-            continue
-        return module
-    return None
-
-
-def stage_images(dags_folder: str | Path | None = None) -> dict[str, str]:
-    module = bundle_settings(dags_folder)
-    return dict(getattr(module, "STAGE_IMAGES", None) or FALLBACK_STAGE_IMAGES)
+def stage_images() -> dict[str, str]:
+    """Stage -> image family, as the DAG bundle's settings use it (both read konspekt.deployment)."""
+    return dict(STAGE_IMAGES)
 
 
 def env(name: str, environ: dict[str, str] | None = None) -> str:

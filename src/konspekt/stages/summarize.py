@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 from konspekt import models
 from konspekt.contracts import Summary, Transcript
+from konspekt.deployment import DEFAULTS
 from konspekt.layout import VideoDir, write_json
 from konspekt.sentences import split_sentences
 from konspekt.stage import BadInput, log, main_for
 
-DEFAULT_MODEL = "slauw87/bart_summarisation"
+DEFAULT_MODEL = DEFAULTS["SUMMARY_MODEL"]
 DEFAULT_EXTRACTIVE = "sentence-transformers/all-MiniLM-L6-v2"
 LIMIT_MARGIN = 4  # tokens kept free under the model's input limit
 MIN_POINT_WORDS = 4  # fillers ("Okay.", "Right?") carry nothing

@@ -17,6 +17,7 @@ import argparse
 from konspekt import asr
 from konspekt.asr.diarize import DEFAULT_MODEL as DEFAULT_DIARIZATION_MODEL
 from konspekt.asr.subtitles import WRITERS, cues, timestamp, to_srt, to_txt, to_vtt  # noqa: F401 - public API
+from konspekt.deployment import DEFAULTS
 from konspekt.layout import VideoDir, write_json, write_text
 from konspekt.stage import BadInput, log, main_for
 
@@ -55,7 +56,7 @@ def run(video: VideoDir, args: argparse.Namespace):
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="small", help="Whisper model name, hub id or local CTranslate2 folder")
+    parser.add_argument("--model", default=DEFAULTS["WHISPER_MODEL"], help="Whisper model name, hub id or local CTranslate2 folder")
     parser.add_argument("--backend", default="auto", choices=asr.BACKENDS,
                         help="auto: whisperx when it is installed and a GPU is present, else faster-whisper")
     parser.add_argument("--language", default="auto", help="ISO code such as en or ru; auto detects")
