@@ -23,7 +23,7 @@ help:
 	@echo "make doctor      check daemon, images, mounts, ffmpeg/openSMILE, GPU, models (KONSPEKT_* or DOCTOR_ARGS)"
 	@echo "make test-docker docker-mode end to end on a real engine (root; what CI runs)"
 	@echo "make test-concurrency  twenty videos at once through a real scheduler; pools bound the stages (~6 min)"
-	@echo "make bench       benchmarks, not tests: BENCH_ARGS=\"--lengths 1,10,60 --throughput 10\""
+	@echo "make bench       benchmarks, not tests (~50 min): 1, 10, 60 min lectures, throughput, detection; BENCH_ARGS=\"--lengths 1,10 --docker tcp://127.0.0.1:2375\""
 
 system-deps:
 	@missing=""; for b in ffmpeg ffprobe espeak-ng pdftotext; do command -v $$b >/dev/null || missing=1; done; \

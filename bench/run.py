@@ -329,17 +329,17 @@ def default_model() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lengths", default="1,10", help="lecture minutes, comma separated (60 is slow: opt in)")
+    p.add_argument("--lengths", default="1,10,60", help="lecture minutes, comma separated (60 takes ~25 min)")
     p.add_argument("--model", default=default_model(), help="Whisper model for both konspekt and the peer")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads for both")
     p.add_argument("--batch-size", type=int, default=8, help="konspekt transcribe batch size")
     p.add_argument("--reps", type=int, default=2, help="A/B repetitions (ABBA order)")
     p.add_argument("--cache", type=Path, default=ROOT / "cache", help="model cache the stages use")
-    p.add_argument("--throughput", type=int, default=0, metavar="N",
-                   help="also drop N copies of the 1-minute lecture at once (issue: 10) and time all PDFs, "
+    p.add_argument("--throughput", type=int, default=10, metavar="N",
+                   help="drop N copies of the 1-minute lecture at once and time all PDFs (0: skip), "
                         "through `airflow dags test` and through standalone Airflow")
-    p.add_argument("--detection", type=int, default=0, metavar="N",
-                   help="also time N drops in standalone Airflow: landing -> first stage start")
+    p.add_argument("--detection", type=int, default=6, metavar="N",
+                   help="time N drops in standalone Airflow: landing -> first stage start")
     p.add_argument("--docker", default="", metavar="URL",
                    help="also time the task containers on this engine (tcp://127.0.0.1:2375; images built; root)")
     p.add_argument("--skip", default="", help="comma list of: stages, ab, e2e, parse")

@@ -77,7 +77,7 @@ class Settings:
     schedule: str | None = field(default_factory=lambda: _env("SCHEDULE", "@continuous") or None)
     sensor_mode: str = field(default_factory=lambda: _env("SENSOR_MODE", "deferrable"))  # | reschedule | poke
     # how often the sensor looks at input/: cheap in the triggerer (deferrable); raise it for reschedule mode
-    poke_seconds: float = field(default_factory=lambda: float(_env("POKE_SECONDS", "2")))
+    poke_seconds: float = field(default_factory=lambda: float(_env("POKE_SECONDS", "1")))
     # After this long with no file the run ends as skipped; @continuous then starts the next wait.
     sensor_timeout_seconds: float = field(default_factory=lambda: float(_env("SENSOR_TIMEOUT_SECONDS", "86400")))
     stable_seconds: float = field(default_factory=lambda: float(_env("STABLE_SECONDS", "5")))

@@ -63,7 +63,7 @@ def ready_files(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: floa
     first_seen: dict[Path, tuple[tuple[int, int], float]] = {}
     while True:
         now, wall = time.monotonic(), time.time()
-        ready = []
+        ready, sleep = [], poll_seconds
         for path in sorted(input_dir.iterdir()) if input_dir.is_dir() else []:
             if not is_candidate(path):
                 continue
@@ -72,11 +72,14 @@ def ready_files(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: floa
             seen = first_seen.get(path)
             if seen is None or seen[0] != sig:
                 first_seen[path] = seen = (sig, now)
-            if wall - st.st_mtime >= stable_seconds or now - seen[1] >= stable_seconds:
+            unchanged_for = max(wall - st.st_mtime, now - seen[1])
+            if unchanged_for >= stable_seconds:
                 ready.append(path)
+            else:  # look again the moment it could be ready, not up to a poll later
+                sleep = min(sleep, stable_seconds - unchanged_for)
         if ready or now >= deadline:
             return ready
-        time.sleep(min(poll_seconds, max(deadline - now, 0.05)))
+        time.sleep(max(min(sleep, deadline - now), 0.05))
 
 
 def slug(text: str, limit: int = 80) -> str:
