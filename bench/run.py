@@ -248,8 +248,9 @@ def table(lectures: list[Lecture], info: dict, args) -> str:
             runs = [r for r in lec.ab if r.name == who and r.rc == 0]
             if runs:
                 walls = ", ".join(f"{r.wall_s:.1f}" for r in runs)
+                error = statistics.median(r.extra.get("wer", float("nan")) for r in runs)
                 note = (f"median of {walls}; RTF {lec.median(who) / lec.audio_s:.3f}; "
-                        f"WER {statistics.median(r.extra.get('wer', float('nan')) for r in runs):.3f}")
+                        + (f"WER {error:.3f}" if error == error else "WER not scored past 10 min"))
                 if who == "peer":
                     note += f"; model load {statistics.median(r.extra.get('load_s', 0) for r in runs):.1f} s"
                 rows.append(f"| {tag} | {label} | {lec.median(who):.1f} | "
