@@ -26,8 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_LOCAL = str(ROOT / "airflow" / "run-local.sh")  # Airflow in local mode: airflow/run-local.sh airflow ...
 
 
+def dags_test_argv(dag_id: str = "lecture_to_pdf", *extra: str) -> list[str]:
+    return [RUN_LOCAL, "airflow", "dags", "test", dag_id, *extra]
+
+
+def dags_test(env: dict[str, str], dag_id: str = "lecture_to_pdf", *extra: str, timeout: float = 900,
+              **kwargs) -> subprocess.CompletedProcess:
+    """``airflow dags test`` in local mode, its output captured as text."""
+    return subprocess.run(dags_test_argv(dag_id, *extra), env=env, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
 def airflow_env(base: Path, data: Path, **overrides: str) -> dict[str, str]:
-    """The environment for ``RUN_LOCAL`` on a test's own data root.
+    """The environment for ``dags_test`` on a test's own data root.
 
     AIRFLOW_HOME and the model cache live under ``base``; files are claimed at once; no retries;
     offline; the sensor pokes with a timeout (under ``dags test`` a deferred sensor ignores its

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUN_LOCAL, airflow_env, ffmpeg
+from conftest import airflow_env, dags_test, ffmpeg
 from konspekt.sample import SCRIPT, speak, word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,9 +146,9 @@ def make_drop(media: Path, lecture_mp4: Path, silent_video: Path) -> dict[str, P
     return files
 
 
-def dags_test(base: Path, data: Path, model: str, attempt: int) -> subprocess.CompletedProcess:
+def run_dag(base: Path, data: Path, model: str, attempt: int) -> subprocess.CompletedProcess:
     env = airflow_env(base, data, KONSPEKT_WHISPER_MODEL=model)
-    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True, text=True, timeout=1200, cwd=base)
+    proc = dags_test(env, timeout=1200, cwd=base)
     (base / f"dags-test-{attempt}.log").write_text(proc.stdout + proc.stderr)
     return proc
 
@@ -176,9 +176,9 @@ def drop(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model) -> Drop:
     for name, source in files.items():
         shutil.copy(source, data / "input" / name)
     hashes = {name: sha256(data / "input" / name) for name in files}
-    first = dags_test(base, data, tiny_en_model, 1)
+    first = run_dag(base, data, tiny_en_model, 1)
     os.rename(data / "input" / RENAMED, data / "input" / "lecture.mp4")  # the download finished
-    second = dags_test(base, data, tiny_en_model, 2)
+    second = run_dag(base, data, tiny_en_model, 2)
     return Drop(data, base, hashes, first, second)
 
 

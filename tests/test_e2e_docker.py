@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUN_LOCAL, airflow_env
+from conftest import airflow_env, dags_test
 
 from konspekt.doctor import DockerAPI, DockerError, stage_images
 from konspekt.inbox import STAGES
@@ -96,7 +96,7 @@ def dag_run(docker_api, tmp_path_factory, lecture_mp4, silent_video, tiny_en_mod
     chown_tree(cache, TASK_UID, TASK_GID)
 
     env = airflow_env(base, data, **docker_mode(docker_api.url, data, cache))
-    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True, text=True, timeout=1200)
+    proc = dags_test(env, timeout=1200)
     (base / "dags-test.log").write_text(proc.stdout + proc.stderr)
     return data, proc, lecture_mp4.read_bytes(), silent_video.read_bytes(), our_containers(docker_api)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUN_LOCAL, airflow_env
+from conftest import airflow_env, dags_test_argv
 
 from test_e2e_docker import TASK_GID, TASK_UID, chown_tree, docker_api, docker_mode, image_names  # noqa: F401 - a fixture
 
@@ -81,7 +81,8 @@ def restart_run(docker_api, tmp_path_factory, lecture_mp4, tiny_en_model):  # no
     db = home / "airflow.db"
     events = {}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(dags_test_argv(), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
             asr = next(name for name in image_names() if name.split(":")[0].endswith("-asr"))
             wait_for(lambda: f"Starting docker container from image {asr}" in log_path.read_text(errors="replace"),

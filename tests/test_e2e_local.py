@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUN_LOCAL, airflow_env
+from conftest import airflow_env, dags_test
 
 from konspekt.sample import SCRIPT, word_error_rate
 
@@ -31,7 +31,7 @@ def dag_run(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model):
     shutil.copy(silent_video, bad)
     (data / "input" / "still copying.mp4.part").write_bytes(b"partial")
     env = airflow_env(base, data, KONSPEKT_WHISPER_MODEL=tiny_en_model)
-    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True, text=True, timeout=900)
+    proc = dags_test(env)
     (base / "dags-test.log").write_text(proc.stdout + proc.stderr)
     return data, proc, lecture_mp4.read_bytes(), silent_video.read_bytes()
 
@@ -104,8 +104,7 @@ def test_a_file_still_being_copied_is_claimed_only_once_complete(tmp_path, lectu
     writer.start()
     started.wait(10)
     env = airflow_env(tmp_path, data, KONSPEKT_WHISPER_MODEL=tiny_en_model, KONSPEKT_STABLE_SECONDS="3")
-    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True,
-                          text=True, timeout=900)
+    proc = dags_test(env)
     writer.join()
     log = proc.stdout + proc.stderr
     assert f"claimed 'slow copy.mp4' ({len(payload)} bytes)" in log, log[-3000:]  # whole, when claimed

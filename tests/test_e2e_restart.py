@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUN_LOCAL, airflow_env
+from conftest import airflow_env, dags_test_argv
 
 from konspekt.layout import sha256
 from konspekt.sample import speak
@@ -40,7 +40,7 @@ class Deployment:
         self.env = airflow_env(base, self.data, KONSPEKT_WHISPER_MODEL=model, KONSPEKT_SENSOR_TIMEOUT_SECONDS="60")
 
     def argv(self, *extra):
-        return [RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf", *extra]
+        return dags_test_argv("lecture_to_pdf", *extra)
 
     def run(self, label: str, *extra) -> str:
         proc = subprocess.run(self.argv(*extra), env=self.env, capture_output=True, text=True, timeout=900)

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import RUN_LOCAL, airflow_env
 from airflow.providers.docker.operators.docker import DockerOperator
+from conftest import airflow_env, dags_test
 
 from test_dags import load_dagbag
 
@@ -86,8 +85,7 @@ def run_train_dag(base: Path, base_model: str, **env_extra: str) -> tuple[Path, 
             "eval_every": 2, "device": "cpu", "val_fraction": 0.3}
     data = base / "data"
     env = airflow_env(base, data, **env_extra)
-    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "train_asr",
-                           "-c", json.dumps(conf)], env=env, capture_output=True, text=True, timeout=900)
+    proc = dags_test(env, "train_asr", "-c", json.dumps(conf))
     output = proc.stdout + proc.stderr
     (base / "dags-test.log").write_text(output)
     runs = list((data / "train_runs").iterdir()) if (data / "train_runs").is_dir() else []

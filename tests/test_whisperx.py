@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, RUN_LOCAL, airflow_env, new_video_dir
+from conftest import ROOT, airflow_env, dags_test, new_video_dir
 from transcript_checks import check_subtitles, check_transcript
 
 from konspekt.sample import SCRIPT, word_error_rate
@@ -256,7 +256,7 @@ def test_local_runner_runs_transcribe_in_the_whisperx_venv(tmp_path, lecture_mp4
     env = airflow_env(tmp_path, data, KONSPEKT_WHISPER_MODEL=tiny_en_model, KONSPEKT_ASR_BACKEND="whisperx",
                       KONSPEKT_LOCAL_PYTHONS=json.dumps({"asr": str(PYTHON)}),
                       PYTHONPATH=str(ROOT / "src"))  # the whisperx venv's konspekt may point at another clone
-    proc = subprocess.run([RUN_LOCAL, "airflow", "dags", "test", "lecture_to_pdf"], env=env, capture_output=True, text=True, timeout=900)
+    proc = dags_test(env)
     out = data / "output" / "lecture"
     assert (out / "report.pdf").is_file(), (proc.stdout + proc.stderr)[-4000:]
     t = check_transcript(out / "transcript.json")

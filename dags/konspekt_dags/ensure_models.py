@@ -6,7 +6,6 @@ in one place (the KONSPEKT_* environment). ``make warm-cache`` runs it with netw
 
 from __future__ import annotations
 
-
 from konspekt.stages.summarize import DEFAULT_EXTRACTIVE
 from konspekt_dags.settings import settings
 
@@ -14,7 +13,8 @@ from konspekt_dags.settings import settings
 def warm_cache_argv() -> list[str]:
     summary = [settings.summary_model, *settings.summary_models.values()]
     return ["python", "-m", "konspekt.warm_cache", "--whisper-model", settings.whisper_model,
-            "--summary-model", *dict.fromkeys(summary), "--extractive-model", DEFAULT_EXTRACTIVE, "--train-base-model", settings.train_base_model,
+            "--summary-model", *dict.fromkeys(summary), "--extractive-model", DEFAULT_EXTRACTIVE,
+            "--train-base-model", settings.train_base_model,
             *(["--diarization-model", settings.diarization_model] if settings.diarize else [])]
 
 

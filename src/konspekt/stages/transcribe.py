@@ -56,7 +56,8 @@ def run(video: VideoDir, args: argparse.Namespace):
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULTS["WHISPER_MODEL"], help="Whisper model name, hub id or local CTranslate2 folder")
+    parser.add_argument("--model", default=DEFAULTS["WHISPER_MODEL"],
+                        help="Whisper model name, hub id or local CTranslate2 folder")
     parser.add_argument("--backend", default="auto", choices=asr.BACKENDS,
                         help="auto: whisperx when it is installed and a GPU is present, else faster-whisper")
     parser.add_argument("--language", default="auto", help="ISO code such as en or ru; auto detects")
