@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps install demo test test-fast test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker bench
+.PHONY: help system-deps install demo test test-fast test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker compose-up compose-down compose-e2e bench
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
@@ -22,6 +22,9 @@ help:
 	@echo "make images      build the task images into the daemon at \$$DOCKER_HOST (IMAGES='asr summarize' for some)"
 	@echo "make doctor      check daemon, images, mounts, ffmpeg/openSMILE, GPU, models (KONSPEKT_* or DOCTOR_ARGS)"
 	@echo "make test-docker docker-mode end to end on a real engine (root; what CI runs)"
+	@echo "make compose-up  docker-compose.yml up and healthy (stand-ins for images no registry gives); prints the UI URL"
+	@echo "make compose-down  take the stack down (images and database kept)"
+	@echo "make compose-e2e the stack up, then browser/watch-folder/training/restart tests against it (root; CI)"
 	@echo "make test-concurrency  twenty videos at once through a real scheduler; pools bound the stages (~6 min)"
 	@echo "make bench       benchmarks, not tests (~50 min): 1, 10, 60 min lectures, throughput, detection; BENCH_ARGS=\"--lengths 1,10 --docker tcp://127.0.0.1:2375\""
 
@@ -76,6 +79,17 @@ doctor: install
 
 test-docker: install
 	VENV=$(VENV) bash .ci/docker-e2e.sh
+
+# The compose stack for a person: .env written if missing (a random admin password), then up.
+compose-up:
+	bash airflow/compose.sh up
+
+compose-down:
+	bash airflow/compose.sh down
+
+# The user's path end to end against the stack (tests/compose/); .ci/run calls it.
+compose-e2e: install
+	VENV=$(VENV) bash .ci/compose-e2e.sh
 
 # Benchmarks (issue 8), not part of the tests.
 bench: install

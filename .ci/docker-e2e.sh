@@ -20,8 +20,6 @@ VENV="${VENV:-$ROOT/.venv}"
 CACHE_ROOT="${KONSPEKT_CI_CACHE:-/var/cache/konspekt-ci}"
 DOCKER_URL=tcp://127.0.0.1:2375
 BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-base:bookworm}"
-# The Debian mirror this machine's apt already uses (first URIs line of its sources).
-DEBIAN_MIRROR="${KONSPEKT_CI_DEBIAN_MIRROR:-$(grep -hm1 -oP '^URIs:\s*\K\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null || awk '/^deb /{print $2; exit}' /etc/apt/sources.list)}"
 TORCH_WHEELS="${KONSPEKT_CI_TORCH_WHEELS:-/opt/wheels}"
 PIDFILE=/var/run/konspekt-ci-dockerd.pid
 LOG_DIR="$CACHE_ROOT/logs"
@@ -65,35 +63,9 @@ else
 fi
 phase "engine"
 
-# 3. The stand-in base image (no registry): debootstrap once, then docker import; cached in /var/lib/docker.
-if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  echo "[docker-e2e] base image $BASE_IMAGE exists"
-else
-  rootfs=$(mktemp -d /var/tmp/konspekt-rootfs.XXXXXX)
-  echo "[docker-e2e] debootstrap bookworm -> $BASE_IMAGE"
-  debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$LOG_DIR/debootstrap.log" 2>&1 \
-    || { tail -n 30 "$LOG_DIR/debootstrap.log"; rm -rf "$rootfs"; exit 1; }
-  # Like debian:bookworm-slim: no package cache or lists, the same apt sources.
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/tmp/*
-  rm -f "$rootfs"/etc/apt/sources.list
-  cat >"$rootfs"/etc/apt/sources.list.d/debian.sources <<SOURCES
-Types: deb
-URIs: $DEBIAN_MIRROR
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: ${DEBIAN_MIRROR%/debian}/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SOURCES
-  tar -C "$rootfs" -c . | docker import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'CMD ["bash"]' - "$BASE_IMAGE" >/dev/null
-  rm -rf "$rootfs"
-fi
+# 3. The stand-in base image (no registry): .ci/standins/base.sh debootstraps bookworm once and
+#    imports it as $BASE_IMAGE (also tagged debian:bookworm-slim); cached in /var/lib/docker.
+KONSPEKT_CI_BASE_IMAGE="$BASE_IMAGE" KONSPEKT_STANDINS_LOG_DIR="$LOG_DIR" bash .ci/standins/base.sh
 phase "base image"
 
 # 4. The CPU task images, from the project's Dockerfiles. pip in the build trusts this machine's
@@ -115,7 +87,7 @@ for wheel in "${wheels[@]}"; do
     CLEANUP_FILES+=("$ROOT/$target")
   fi
 done
-BASE_IMAGE="$BASE_IMAGE" TORCH_INDEX_URL= DOCKER_BUILD_FLAGS="--network host --force-rm" \
+BASE_IMAGE="$BASE_IMAGE" TORCH_INDEX_URL=none DOCKER_BUILD_FLAGS="--network host --force-rm" \
   KONSPEKT_BUILD_LOG_DIR="$LOG_DIR/build" sh images/build.sh
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep "^${KONSPEKT_IMAGE_PREFIX:-konspekt}-" | sort
 phase "task images"

@@ -21,8 +21,9 @@ case "${1:-}" in
   start)
     if ! alive; then
       mkdir -p "$(dirname "$LOG")"
+      # Default networking (bridge + iptables): compose's networks and service DNS need it.
       # stdin/stdout/stderr detached: a caller that captures output is not held open by the daemon
-      dockerd --iptables=false --ip6tables=false --bridge=none \
+      dockerd \
         -H unix:///var/run/docker.sock -H "$DOCKER_URL" --pidfile "$PIDFILE" \
         </dev/null >>"$LOG" 2>&1 &
       started=$!

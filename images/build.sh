@@ -11,7 +11,8 @@
 #   CUDA_BASE_IMAGE          default nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 #   ASR_GPU_REQUIREMENTS     the GPU ASR image's lock, default requirements/whisperx.txt
 #   TORCH_CUDA_VARIANT       default cu128 (a PyTorch wheel index name)
-#   TORCH_INDEX_URL          set (even empty) to override the torch index; empty = images/wheels/ + PyPI
+#   TORCH_INDEX_URL          the torch index; unset or empty = each Dockerfile's (PyTorch's own index),
+#                            none = only images/wheels/ + PyPI (what CI uses, with a local CPU wheel)
 #   DOCKER_BUILD_FLAGS       extra `docker build` flags, e.g. "--network host"
 #   KONSPEKT_BUILD_LOG_DIR   write each build's output to <dir>/<name>.log instead of the terminal
 # Rebuilding is incremental: unchanged layers come from the daemon's cache.
@@ -58,7 +59,11 @@ for name in $names; do
   fi
   if grep -q '^ARG TORCH_VARIANT' "images/$name/Dockerfile"; then  # the images with torch: summarize, train
     [ -n "$gpu" ] && set -- "$@" --build-arg "TORCH_VARIANT=${TORCH_CUDA_VARIANT:-cu128}"
-    [ -n "${TORCH_INDEX_URL+set}" ] && set -- "$@" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"
+    case "${TORCH_INDEX_URL:-}" in
+      "") ;;
+      none) set -- "$@" --build-arg "TORCH_INDEX_URL=" ;;
+      *) set -- "$@" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL" ;;
+    esac
   fi
   image="$prefix-$name:$tag"
   start=$(date +%s)

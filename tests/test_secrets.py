@@ -152,7 +152,7 @@ def test_the_hugging_face_token_reaches_only_airflow():
     assert compose["x-airflow-common"]["environment"]["HF_TOKEN"] == "${HF_TOKEN:-}"  # no default
     for name, service in compose["services"].items():
         env = service.get("environment") or {}
-        if name.startswith("airflow-") or name == "doctor":
+        if name.startswith("airflow-") or name in ("doctor", "models"):  # models: gated downloads
             assert "HF_TOKEN" in env, name  # through the shared Airflow environment
         else:
             assert "HF_TOKEN" not in env, name  # not the daemon, the image builder, or postgres

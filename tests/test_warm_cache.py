@@ -112,3 +112,62 @@ def test_make_warm_cache_fetches_the_configured_models(monkeypatch):
 
     argv = warm_cache_argv()
     assert argv[argv.index("--diarization-model") + 1:] == ["pyannote/speaker-diarization-community-1"]
+
+
+def test_the_whisper_name_table_matches_faster_whisper():
+    """The Airflow image has no faster-whisper: warm_cache keeps its own copy of the names."""
+    from faster_whisper.utils import _MODELS
+
+    from konspekt.warm_cache import FASTER_WHISPER_REPOS
+
+    assert FASTER_WHISPER_REPOS == _MODELS
+
+
+WITHOUT_FASTER_WHISPER = "import sys; sys.modules['faster_whisper'] = None; from konspekt.warm_cache import main; " \
+                         "raise SystemExit(main(sys.argv[1:]))"
+
+
+def test_without_faster_whisper_a_cached_model_name_is_found(tmp_path, tiny_en_model):
+    """As in the compose `models` service (the Airflow image): "tiny.en" is found in the hub cache."""
+    hf = tmp_path / "hf"
+    fake_hub_cache(hf, "Systran/faster-whisper-tiny.en", Path(tiny_en_model))
+    env = dict(os.environ, HF_HOME=str(hf), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_FASTER_WHISPER, "--whisper-model", "tiny.en"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    [model] = report(proc)["models"]
+    assert model["status"] == "cached" and model["path"].endswith(COMMIT)
+
+
+def test_an_unreachable_hub_with_an_empty_cache_fails_with_what_to_do(tmp_path):
+    """Online, but the hub does not answer (a closed local port stands in for it): a plain message, exit 1."""
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9",
+               HF_HUB_ETAG_TIMEOUT="5", HF_HUB_DOWNLOAD_TIMEOUT="5")
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_FASTER_WHISPER, "--whisper-model", "small",
+                           "--summary-model", "slauw87/bart_summarisation"],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr
+    assert {m["status"] for m in report(proc)["models"]} == {"failed"}
+    assert "the model hub cannot be reached" in proc.stderr and "copy the model folders into the cache" in proc.stderr
+
+
+def test_models_named_as_tasks_see_them_are_checked_in_the_local_cache(monkeypatch, tmp_path):
+    """Under compose the `models` service sees the cache at /opt/airflow/cache, the tasks at /root/.cache."""
+    monkeypatch.setenv("KONSPEKT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KONSPEKT_RUNNER", "docker")
+    monkeypatch.setenv("KONSPEKT_WHISPER_MODEL", "/root/.cache/whisper/tiny.en")
+    monkeypatch.setenv("KONSPEKT_TRAIN_BASE_MODEL", "/root/.cache/whisper/tiny-random")
+    monkeypatch.setenv("KONSPEKT_SUMMARY_METHOD", "extractive")
+    monkeypatch.setenv("AIRFLOW_CONN_KONSPEKT_DATA", "fs://")
+    monkeypatch.syspath_prepend(str(ROOT / "dags"))
+    for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
+        monkeypatch.delitem(sys.modules, name)
+    from konspekt_dags.ensure_models import warm_cache_argv
+
+    argv = warm_cache_argv()
+    cache = (tmp_path / "cache").resolve()
+    assert argv[argv.index("--whisper-model") + 1] == str(cache / "whisper" / "tiny.en")
+    assert argv[argv.index("--train-base-model") + 1] == str(cache / "whisper" / "tiny-random")
+    # extractive only: no abstractive model to fetch; the summarize image ships MiniLM itself
+    assert argv[argv.index("--summary-model") + 1] == "--extractive-model"
+    assert argv[argv.index("--extractive-model") + 1] == "--train-base-model"

