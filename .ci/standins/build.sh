@@ -102,6 +102,7 @@ for name in "${to_build[@]}"; do
     cp "$ca" "$HERE/$name/ca-certificates.crt"
     CA_COPIES+=("$HERE/$name/ca-certificates.crt")
   fi
+  old_id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
   start=$(date +%s)
   log "building $image from .ci/standins/$name (log: $logfile)"
   if ! docker build --network host --force-rm --pull=false \
@@ -112,6 +113,11 @@ for name in "${to_build[@]}"; do
     exit 1
   fi
   rm -f "$HERE/$name/ca-certificates.crt"
+  # the stale stand-in it replaces, now untagged (kept if a container still uses it)
+  if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$image")" ] \
+      && [ -z "$(docker image inspect -f '{{join .RepoTags ""}}' "$old_id" 2>/dev/null)" ]; then
+    docker image rm "$old_id" >/dev/null 2>&1 || true
+  fi
   log "$image: built in $(( $(date +%s) - start )) s, $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
 done
 log "total: $(( $(date +%s) - TOTAL_START )) s (${#to_build[@]} built)"

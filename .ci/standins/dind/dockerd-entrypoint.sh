@@ -5,9 +5,9 @@
 #   anything else       -> exec'd as it is (e.g. sh)
 # Preparation (as the official `dind` script): stale PID files removed, /tmp a tmpfs, cgroups
 # writable, cgroup v2 nesting, iptables-legacy when the host uses it. Under `privileged: true`
-# /sys/fs/cgroup is already writable and the cgroup step does nothing. Without it (this CI: no
-# CAP_SYS_RESOURCE, so cap_add ALL, cap_drop SYS_RESOURCE, seccomp/apparmor/systempaths unconfined:
-# .ci/standins/compose.ci.yml) /sys/fs/cgroup is read-only and is remounted read-write here.
+# /sys/fs/cgroup and /proc/sys are already writable and those steps do nothing. Without it (this
+# CI: no CAP_SYS_RESOURCE, so cap_add ALL, cap_drop SYS_RESOURCE, seccomp and apparmor unconfined:
+# .ci/standins/compose.ci.yml) they are read-only and are remounted read-write here.
 set -euo pipefail
 log() { echo "[dind-standin] $*" >&2; }
 
@@ -40,13 +40,14 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
 elif [ -d /sys/fs/cgroup ]; then
   # cgroup v1: a tmpfs holding one mount per hierarchy
   if ! writable /sys/fs/cgroup; then
-    log "/sys/fs/cgroup is read-only: remounting it and each hierarchy read-write"
+    log "/sys/fs/cgroup is read-only: remounting it read-write"
     mount -o remount,rw /sys/fs/cgroup
   fi
   for d in /sys/fs/cgroup/*/; do
     d=${d%/}
     [ -L "$d" ] && continue               # cpu -> cpu,cpuacct: the real one is remounted
     writable "$d" && continue
+    log "$d is read-only: remounting it read-write"
     mount -o remount,rw,bind "$d" 2>/dev/null && continue
     name=$(basename "$d")
     umount "$d"
@@ -56,6 +57,14 @@ elif [ -d /sys/fs/cgroup ]; then
       *) mount -t cgroup -o "$name" cgroup "$d" ;;
     esac
   done
+fi
+
+# Without `privileged` /proc/sys is read-only, and dockerd writes to it (ip_forward, bridge
+# settings). docker-compose v1 cannot pass `systempaths=unconfined` (the CLI translates it, the API
+# does not know it), so remount it here instead; CAP_SYS_ADMIN allows that.
+if ! writable /proc/sys; then
+  log "/proc/sys is read-only: remounting it read-write"
+  mount -o remount,rw /proc/sys
 fi
 
 # As the official dind script: securityfs (AppArmor checks) and a tmpfs on /tmp.
