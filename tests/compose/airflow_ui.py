@@ -14,7 +14,8 @@ What it relies on in the 3.3 UI (checked against apache-airflow 3.3.2 with apach
   API's JWT) and redirects into the React app, whose ``[data-testid=nav-sidebar]`` then shows.
 * DAG list (``/dags``): an ``h2`` "N Dags" and one ``[data-testid=dag-card]`` per DAG whose
   ``a[data-testid=dag-id]`` links to ``/dags/<dag_id>`` (its text is the display name, so the id is
-  read from the link).
+  read from the link). While the list loads it says "0 dag" above ``.chakra-skeleton`` placeholders, so
+  counts are read only once no skeleton is left (and a 0 only once it has held for 2 s).
 * DAG page (``/dags/<dag_id>``): ``[data-testid=trigger-dag-button]`` opens a Chakra dialog
   (``[role=dialog][data-scope=dialog][data-state=open]``) holding the "Run Parameters" form. Each
   Param ``p`` is rendered by type: boolean -> a switch ``label#switch:element_p`` around
@@ -24,13 +25,14 @@ What it relies on in the 3.3 UI (checked against apache-airflow 3.3.2 with apach
   ``input[name=element_p]``). Objects and arrays get a code editor, which this driver does not type into.
   "Advanced Options" holds ``input[name=dagRunId]``; ``[data-testid=trigger-dag-submit]`` triggers
   (disabled while the form has errors). A paused DAG also gets an "Unpause <dag> on trigger" checkbox,
-  left as the UI sets it.
+  left as the UI sets it: checked, so triggering unpauses the DAG.
 * After a trigger the UI shows a toast (``[data-scope=toast][data-part=root]``, ``data-type`` success or
   error) and navigates to ``/dags/<dag_id>/runs/<run_id>``: the new run id is read from that URL.
 * Run page: ``[data-testid=header-card]`` holds the run id in an ``h2`` and the run's state in
-  ``[data-testid=state-badge]`` ("Queued", "Running", "Success", "Failed"); the page refreshes it
-  itself while the run is active. The Task Instances table below has one row per task instance with
-  ``[data-testid=table-cell-task_display_name]`` and ``[data-testid=table-cell-state]``.
+  ``[data-testid=state-badge]`` ("Queued", "Running", "Success", "Failed"; ``wait_for_run`` returns it
+  lower-cased); the page refreshes it itself while the run is active. The Task Instances table below has
+  one row per task instance with ``[data-testid=table-cell-task_display_name]`` and
+  ``[data-testid=table-cell-state]``.
 
 REST API: ``api(path)`` runs ``fetch("/api/v2" + path)`` inside the logged-in page, so the request carries
 the ``_token`` cookie that the FAB login set, the way the UI's own requests do; ``token`` is the same JWT
@@ -43,11 +45,14 @@ the DAG after the click and did not list before it.
         ui.open_trigger_form("lecture_to_pdf")
         ui.set_param("keep_byproducts", True)
         run_id = ui.submit_trigger()
-        assert ui.wait_for_run("lecture_to_pdf", run_id, timeout=600) == "Success"
+        assert ui.api(f"/dags/lecture_to_pdf/dagRuns/{run_id}")["conf"]["keep_byproducts"] is True
+        state = ui.wait_for_run("lecture_to_pdf", run_id, timeout=600)
+        assert state == "success", (state, ui.task_states("lecture_to_pdf", run_id))
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -67,6 +72,7 @@ from selenium.common.exceptions import (
     ElementNotInteractableException,
     NoSuchElementException,
     StaleElementReferenceException,
+    TimeoutException,
     WebDriverException,
 )
 from selenium.webdriver.chrome.service import Service
@@ -101,6 +107,7 @@ class AirflowUI:
 
     def __init__(self, base_url: str, screenshots: Path, timeout: float = 60, *,
                  chromium: str = CHROMIUM, chromedriver: str = CHROMEDRIVER) -> None:
+        """Start Chromium and open ``base_url`` (which shows the FAB login form until ``login()``)."""
         self.base_url = base_url.rstrip("/")
         self.screenshots = Path(screenshots)
         self.screenshots.mkdir(parents=True, exist_ok=True)
@@ -125,6 +132,8 @@ class AirflowUI:
             raise
         self.driver.set_page_load_timeout(timeout)
         self.driver.set_script_timeout(timeout)
+        with contextlib.suppress(WebDriverException):  # the start page (the login form); login() checks it
+            self.driver.get(self.base_url + "/")
         log.info("chromium started in %.1fs", time.monotonic() - started)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -160,15 +169,13 @@ class AirflowUI:
         """Raise an AssertionError that says where the browser is and what it shows."""
         try:
             shot = str(self.screenshot(f"failure-{next(_failure_numbers):02d}-{message[:40]}"))
-        except Exception as exc:  # a crashed browser must not hide the real failure
+        except Exception as exc:  # noqa: BLE001 - a crashed browser must not hide the real failure
             shot = f"<none: {exc.__class__.__name__}: {exc}>"
         details = [message, f"  url: {self.url}", f"  screenshot: {shot}"]
-        try:
+        with contextlib.suppress(Exception):  # the console log is a bonus
             errors = [entry["message"] for entry in self.driver.get_log("browser")][-5:]
             if errors:
                 details.append("  browser console errors:\n    " + "\n    ".join(errors))
-        except Exception:  # noqa: S110 - the console log is a bonus
-            pass
         raise AssertionError("\n".join(details))
 
     def _wait(self, condition: Callable[[], T], what: str, timeout: float | None = None, poll: float = 0.25) -> T:
@@ -229,7 +236,10 @@ class AirflowUI:
         return counts[0] if counts else None
 
     def _goto(self, path: str) -> None:
-        self.driver.get(self.base_url + path)
+        try:
+            self.driver.get(self.base_url + path)
+        except TimeoutException:
+            self._fail(f"{path} did not load within {self.timeout:.0f}s")
 
     def _dialog(self) -> WebElement:
         return self._wait(lambda: next((d for d in self._find(DIALOG) if self._find(SUBMIT, d)), None),
@@ -243,7 +253,9 @@ class AirflowUI:
             "const fields = Array.from(d.querySelectorAll('[data-scope=field][data-part=root][data-invalid]'))"
             "  .map(f => text(f.querySelector('label')).split('\\n')[0] + ': '"
             "           + (text(f.querySelector('[data-part=error-text]')) || 'invalid'));"
-            "return fields.concat(Array.from(d.querySelectorAll('[role=alert]')).map(text)).filter(Boolean);",
+            "const alerts = d.querySelectorAll('[data-testid=error-alert], [role=alert]');"
+            "return fields.concat(Array.from(alerts).map(e => text(e).replace(/\\s*\\n\\s*/g, ' ')))"
+            "  .filter(Boolean);",
             DIALOG)
         return list(dict.fromkeys(texts))
 
@@ -308,10 +320,8 @@ class AirflowUI:
         self._wait(landed, f"the UI after logging in as {username!r}")
         if not self.driver.get_cookie("_token"):
             self._fail("logged in, but the FAB login set no _token cookie")
-        try:
+        with contextlib.suppress(WebDriverException):
             self.driver.get_log("browser")  # drop the 401s of the logged-out pages from later failure reports
-        except WebDriverException:
-            pass
         log.info("logged in as %s in %.1fs", username, time.monotonic() - started)
 
     def dag_ids(self) -> list[str]:
@@ -388,9 +398,8 @@ class AirflowUI:
         def field() -> tuple[str, WebElement] | None:
             if found := self._find(f"input[type=checkbox][name={key}]", dialog):
                 return "switch", found[0]
-            if found := self._find(f"div[id={key}]", dialog):
-                if self._find("input[role=combobox]", found[0]):
-                    return "select", found[0]
+            if (found := self._find(f"div[id={key}]", dialog)) and self._find("input[role=combobox]", found[0]):
+                return "select", found[0]
             if found := self._find(f"input[name={key}]:not([type=hidden]), textarea[name={key}]", dialog):
                 return "text", found[0]
             if not others_since and self._find("[name^=element_], [id^=element_]", dialog):
@@ -459,9 +468,12 @@ class AirflowUI:
             element.send_keys(Keys.TAB)  # blur: number fields commit (and clamp to minimum/maximum) their value then
             if (shown_value := element.get_attribute("value")) != text:
                 self._fail(f"Param {name!r}: typed {text!r}, the field turned it into {shown_value!r}")
-        errors = self._dialog_errors()
-        if errors:
-            self._fail(f"Param {name!r} = {value!r}: the form shows errors: {errors}")
+        error = self.driver.execute_script(
+            "const f = arguments[0].closest('[data-scope=field][data-part=root]');"
+            "if (!f || !f.hasAttribute('data-invalid')) return null;"
+            "const e = f.querySelector('[data-part=error-text]'); return e ? e.innerText.trim() : 'invalid';", element)
+        if error is not None:
+            self._fail(f"Param {name!r} = {value!r}: the form says {error!r}")
         self._params[name] = (value, self._param_shown(name) or "")
 
     def submit_trigger(self, run_id: str | None = None) -> str:
@@ -501,16 +513,20 @@ class AirflowUI:
 
         button = self._wait(enabled, "the Trigger button of the form to be enabled", timeout=15)
         self.screenshot(f"trigger-form-{dag_id}")
+        form_url = self.url
         self._wait(lambda: self._click(button), "the Trigger button to take a click", timeout=15)
         pattern = re.compile(rf"/dags/{re.escape(quote(dag_id, safe=''))}/runs/([^/?#]+)")
         deadline = time.monotonic() + self.timeout
 
         def triggered() -> str | None:
-            if m := pattern.search(self.url):
+            if self.url != form_url and (m := pattern.search(self.url)):
                 return unquote(m.group(1))
             for kind, text in self._toasts():
-                if kind == "error":
-                    self._fail(f"triggering {dag_id!r} failed: {text!r}; the form says: {self._dialog_errors()}")
+                if kind == "error":  # the dialog explains (e.g. "409 Conflict ...") a moment after the toast
+                    until = time.monotonic() + 3
+                    while not (errors := self._dialog_errors()) and time.monotonic() < until:
+                        time.sleep(0.25)
+                    self._fail(f"triggering {dag_id!r} failed: {text!r}; the form says: {errors}")
             if time.monotonic() > deadline - self.timeout / 2 and before is not None \
                     and any(kind == "success" for kind, _ in self._toasts()):
                 new = (self._run_ids(dag_id) or set()) - before
@@ -539,8 +555,13 @@ class AirflowUI:
                    f"the page of run {run_id!r} of {dag_id!r}")
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
-        """Watch the run's page until its state badge shows a final state; return it as shown ("Success")."""
+        """Watch the run's page until its state badge shows a final state: "success" or "failed".
+
+        That is the badge's text ("Success", "Failed") lower-cased, i.e. Airflow's name of the state. The page
+        is loaded afresh, so a page left open since the trigger cannot show an old state.
+        """
         started = time.monotonic()
+        self._goto(f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe=':+')}")
         self._open_run(dag_id, run_id)
         deadline = started + timeout
         seen: list[str] = []
@@ -554,7 +575,7 @@ class AirflowUI:
                 log.info("run %s of %s: %s after %.0fs", run_id, dag_id, state or "?", time.monotonic() - started)
             if state.lower() in TERMINAL_RUN_STATES:
                 self.screenshot(f"run-{dag_id}-{state.lower()}")
-                return state
+                return state.lower()
             if time.monotonic() >= deadline:
                 try:
                     tasks: Any = self.task_states(dag_id, run_id)
