@@ -109,6 +109,7 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def ui(stack, artifacts):
+    pytest.importorskip("selenium")
     from airflow_ui import AirflowUI
 
     with AirflowUI(stack["url"], artifacts) as browser:
