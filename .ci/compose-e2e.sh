@@ -63,12 +63,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-if docker info >/dev/null 2>&1; then
-  echo "[compose-e2e] reusing the Docker engine on the default socket"
-else
-  STARTED_DOCKERD=1
-  KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" bash .ci/dockerd.sh start >/dev/null
-fi
+engine=$(KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" bash .ci/dockerd.sh ensure)
+case "$engine" in started*) STARTED_DOCKERD=1 ;; esac
+echo "[compose-e2e] Docker engine: $engine"
 phase "engine"
 
 # 3. .env for CI: the packaged models, seeded into ./cache as tasks will see them (/root/.cache/...).
@@ -76,18 +73,15 @@ if [ -f .env ] && ! grep -qx "$MARK" .env; then
   echo "[compose-e2e] .env exists and is not CI's: move it away first (this run writes its own)"; exit 1
 fi
 rm -f .env
-password=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(18))')
-fernet=$("$VENV/bin/python" -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')
-{
-  echo "$MARK"
-  sed -e "s/^AIRFLOW_UID=.*/AIRFLOW_UID=50000/" -e "s/^AIRFLOW_ADMIN_PASSWORD=.*/AIRFLOW_ADMIN_PASSWORD=$password/" \
-      -e "s/^AIRFLOW_FERNET_KEY=.*/AIRFLOW_FERNET_KEY=$fernet/" \
-      -e "s|^KONSPEKT_WHISPER_MODEL=.*|KONSPEKT_WHISPER_MODEL=/root/.cache/whisper/tiny.en|" \
-      -e "s|^KONSPEKT_SUMMARY_METHOD=.*|KONSPEKT_SUMMARY_METHOD=extractive|" .env.example
-  echo "KONSPEKT_TRAIN_BASE_MODEL=/root/.cache/whisper/tiny-random"
-  echo "AIRFLOW_UI_PORT=${KONSPEKT_CI_UI_PORT:-8080}"
-} >.env
-chmod 600 .env
+bash airflow/compose.sh env  # as `make compose-up` writes it: your uid, a random password and fernet key
+set_env() {  # set_env KEY VALUE: replace the assignment, or add it
+  if grep -q "^$1=" .env; then sed -i "s|^$1=.*|$1=$2|" .env; else echo "$1=$2" >>.env; fi
+}
+sed -i "1i $MARK" .env
+set_env KONSPEKT_WHISPER_MODEL /root/.cache/whisper/tiny.en
+set_env KONSPEKT_SUMMARY_METHOD extractive
+set_env KONSPEKT_TRAIN_BASE_MODEL /root/.cache/whisper/tiny-random
+set_env AIRFLOW_UI_PORT "${KONSPEKT_CI_UI_PORT:-8080}"
 "$VENV/bin/python" - <<'PY'
 import shutil
 from pathlib import Path
@@ -99,7 +93,7 @@ if not (whisper / "tiny.en" / "model.bin").is_file():
 if not (whisper / "tiny-random" / "config.json").is_file():
     build_model(whisper / "tiny-random")
 PY
-chown -R 50000:0 cache
+chown -R "$(sed -n "s/^AIRFLOW_UID=//p" .env):0" cache  # the uid the stack runs as
 phase "env and model cache"
 
 # 4. Up. The CA bundle lets pip in image builds trust this machine's TLS; local torch wheels.

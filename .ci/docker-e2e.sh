@@ -54,13 +54,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if docker info >/dev/null 2>&1; then
-  echo "[docker-e2e] reusing the Docker engine already listening on $DOCKER_URL"
-else
-  STARTED_DOCKERD=1
-  pid=$(KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" bash .ci/dockerd.sh start)
-  echo "[docker-e2e] dockerd pid $pid answers on $DOCKER_URL"
-fi
+engine=$(KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" bash .ci/dockerd.sh ensure)
+case "$engine" in started*) STARTED_DOCKERD=1 ;; esac
+echo "[docker-e2e] Docker engine on $DOCKER_URL: $engine"
 phase "engine"
 
 # 3. The stand-in base image (no registry): .ci/standins/base.sh debootstraps bookworm once and

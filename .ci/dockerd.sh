@@ -6,6 +6,8 @@
 #   .ci/dockerd.sh start     start it (unless it runs) and wait until it answers; prints its PID
 #   .ci/dockerd.sh stop      stop the dockerd named in the PID file (SIGTERM; SIGKILL after 30 s)
 #   .ci/dockerd.sh running   exit 0 when the dockerd named in the PID file is alive
+#   .ci/dockerd.sh ensure    an engine that answers: "reused" when one already did (left alone
+#                            afterwards), else "started <pid>" (the caller stops it when done)
 #
 # Only the dockerd of the PID file is ever signalled: an engine started some other way is left alone.
 set -euo pipefail
@@ -46,8 +48,11 @@ case "${1:-}" in
   running)
     alive
     ;;
+  ensure)
+    if answers; then echo reused; else echo "started $(bash "$0" start)"; fi
+    ;;
   *)
-    echo "usage: $0 start|stop|running" >&2
+    echo "usage: $0 start|stop|running|ensure" >&2
     exit 2
     ;;
 esac

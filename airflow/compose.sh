@@ -4,6 +4,7 @@
 #
 #   airflow/compose.sh up       stand-ins for images no registry can give, a .env if there is none,
 #                               the stack up and healthy; prints the UI's URL and the admin user
+#   airflow/compose.sh env      only write .env (when there is none)
 #   airflow/compose.sh down     stop and remove the containers (volumes kept: images, database)
 #   airflow/compose.sh purge    ... and the volumes too
 #   airflow/compose.sh ps|logs  passed to compose
@@ -71,7 +72,8 @@ up() {
   docker info >/dev/null 2>&1 || { say "no Docker daemon answers (${DOCKER_HOST:-the default socket}): start Docker first"; exit 1; }
   [ -f .env ] || write_env
   if local_torch_wheels && [ -z "$(env_value KONSPEKT_TORCH_INDEX_URL)" ]; then
-    echo "KONSPEKT_TORCH_INDEX_URL=none  # torch from images/wheels/ (airflow/compose.sh found local wheels)" >>.env
+    printf '%s\n' "# torch from images/wheels/ (airflow/compose.sh found local wheels there)" \
+      "KONSPEKT_TORCH_INDEX_URL=none" >>.env
   fi
   if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then  # pip in image builds trusts it (git-ignored)
     cp "$PIP_CERT" images/common/extra-ca/ca-certificates.crt
@@ -114,6 +116,7 @@ up() {
 
 case "${1:-}" in
   up) up ;;
+  env) [ -f .env ] || write_env ;;
   down) compose down --remove-orphans ;;
   purge) compose down --remove-orphans --volumes ;;
   ps|logs) compose "$@" ;;

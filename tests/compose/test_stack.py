@@ -46,6 +46,10 @@ def env_file() -> dict[str, str]:
     return values
 
 
+def env_value(key: str) -> str:
+    return env_file()[key]
+
+
 def compose(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     files = ["-f", "docker-compose.yml"]
     for extra in os.environ.get("KONSPEKT_COMPOSE_FILES", "").split():
@@ -242,10 +246,6 @@ def test_training_from_the_rest_api_writes_a_readable_loss_log(api, stack):
     steps = [line for line in lines if " step " in line and " loss " in line]
     assert len(steps) == 4, lines  # 2 clips, batch 1, 2 epochs, a line per step
     assert log.stat().st_uid == stack["uid"] and log.stat().st_mode & 0o044, oct(log.stat().st_mode)
-
-
-def env_value(key: str) -> str:
-    return env_file()[key]
 
 
 def test_a_scheduler_restart_mid_video_finishes_it_once(api, stack, lecture):
