@@ -96,6 +96,10 @@ PY
 chown -R "$(sed -n "s/^AIRFLOW_UID=//p" .env):0" cache  # the uid the stack runs as
 phase "env and model cache"
 
+# A fresh database each run (no DAG runs of an earlier run); docker-proxy's image cache is kept.
+bash airflow/compose.sh down >/dev/null 2>&1 || true
+docker volume rm -f "${COMPOSE_PROJECT_NAME}_postgres-db" >/dev/null
+
 # 4. Up. The CA bundle lets pip in image builds trust this machine's TLS; local torch wheels.
 if [ -z "${PIP_CERT:-}" ]; then PIP_CERT=$("$VENV/bin/python" -m pip config get global.cert 2>/dev/null || true); fi
 export PIP_CERT

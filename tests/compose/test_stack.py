@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import subprocess
 import time
 import urllib.error
@@ -126,12 +126,17 @@ def lecture(tmp_path_factory) -> Path:
 
 
 def drop(source: Path | bytes, name: str, uid: int) -> Path:
-    """Copy into input/ as a user would: under a temporary name first, then renamed into place."""
+    """Copy into input/ as a user would: under a temporary name first, then renamed into place.
+
+    Each copy of a video gets its own bytes (a comment tag): bytes already published are only
+    archived, not processed again, and every test here wants a lecture processed.
+    """
     partial, final = DATA / "input" / f"{name}.part", DATA / "input" / name
     if isinstance(source, bytes):
         partial.write_bytes(source)
     else:
-        shutil.copyfile(source, partial)
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-c", "copy",
+                        "-metadata", f"comment={name}", "-f", "mp4", str(partial)], check=True)
     os.chown(partial, uid, 0)
     partial.rename(final)
     return final
@@ -165,7 +170,6 @@ def unique(prefix: str) -> str:
 # --- the tests, in the order a user meets them ----------------------------------------------------
 
 def test_browser_logs_in_and_sees_both_dags(ui, stack):
-    ui.screenshot("01-login-page")
     ui.login(stack["user"], stack["password"])
     ids = ui.dag_ids()
     ui.screenshot("02-dag-list")
@@ -242,15 +246,24 @@ def test_training_from_the_rest_api_writes_a_readable_loss_log(api, stack):
                      on_timeout=lambda: str([(t["task_id"], t["state"]) for t in api.tasks("train_asr", run_id)]))
     assert state == "success", [(t["task_id"], t["state"]) for t in api.tasks("train_asr", run_id)]
     log = DATA / "logs" / safe_name(run_id) / "train.log"
-    lines = log.read_text().splitlines()
-    steps = [line for line in lines if " step " in line and " loss " in line]
-    assert len(steps) == 4, lines  # 2 clips, batch 1, 2 epochs, a line per step
+    text = log.read_text()
+    steps = re.findall(r" step (\d+)/4 epoch [\d.]+ loss [\d.]+ ", text)
+    assert steps == ["1", "2", "3", "4"], text  # 2 clips, batch 1, 2 epochs: a line per optimizer step
     assert log.stat().st_uid == stack["uid"] and log.stat().st_mode & 0o044, oct(log.stat().st_mode)
 
 
-def test_a_scheduler_restart_mid_video_finishes_it_once(api, stack, lecture):
+# About 7 min of speech: transcribe runs ~30 s, longer than the 10 s compose gives the scheduler to stop.
+LONG_SCRIPT = " ".join([SCRIPT] * 12)
+
+
+@pytest.fixture(scope="module")
+def long_lecture(tmp_path_factory) -> Path:
+    return speak(LONG_SCRIPT, tmp_path_factory.mktemp("media") / "long lecture.mp4")
+
+
+def test_a_scheduler_restart_mid_video_finishes_it_once(api, stack, long_lecture):
     name = unique("CI restart")
-    drop(lecture, f"{name}.mp4", stack["uid"])
+    drop(long_lecture, f"{name}.mp4", stack["uid"])
 
     def transcribing():
         for run in api.runs("lecture_to_pdf")[:3]:
@@ -259,14 +272,16 @@ def test_a_scheduler_restart_mid_video_finishes_it_once(api, stack, lecture):
                     return run["dag_run_id"]
         return None
 
-    wait_for("transcribe running", transcribing, 600)
+    run_id = wait_for("transcribe running", transcribing, 600, every=1)
     images_before = compose("exec", "-T", "docker-proxy", "docker", "images", "-q").stdout.split()
     restart = compose("restart", "airflow-scheduler", timeout=180)
     assert restart.returncode == 0, restart.stderr
     out = DATA / "output" / name
     wait_for(f"output/{name}/report.pdf after the restart", lambda: (out / "report.pdf").is_file(), VIDEO_TIMEOUT,
              on_timeout=lambda: compose("logs", "--tail", "80", "airflow-scheduler").stdout)
-    assert transcript_wer(out) <= 0.15
+    tries = {t["task_id"]: t["try_number"] for t in api.tasks("lecture_to_pdf", run_id)}
+    assert tries["process.transcribe"] >= 2, tries  # the restart did cut the stage off; a retry finished it
+    assert word_error_rate(LONG_SCRIPT, (out / "transcript.txt").read_text()) <= 0.15
     assert not list((DATA / "output").glob(f"{name} (*")), "published twice"
     assert not (DATA / "failed" / name).exists()
     assert len(list((DATA / "processed").rglob(f"{name}.mp4"))) == 1
