@@ -31,17 +31,8 @@ export KONSPEKT_COMPOSE_FILES=.ci/standins/compose.ci.yml KONSPEKT_STANDINS=alwa
 unset DOCKER_HOST
 
 # 1. Packages: the engine, compose, the browser.
-missing=()
-command -v dockerd >/dev/null || missing+=(docker.io)
-command -v debootstrap >/dev/null || missing+=(debootstrap)
-command -v docker-compose >/dev/null || missing+=(docker-compose)
-command -v chromium >/dev/null || missing+=(chromium)
-command -v chromedriver >/dev/null || missing+=(chromium-driver)
-if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$LOG_DIR/apt-compose.log" 2>&1 \
-    || { tail -n 30 "$LOG_DIR/apt-compose.log"; exit 1; }
-fi
+bash .ci/need.sh "$LOG_DIR/apt-compose.log" dockerd=docker.io debootstrap=debootstrap \
+  docker-compose=docker-compose chromium=chromium chromedriver=chromium-driver
 phase "packages"
 
 # 2. The engine (ours, by its PID file, unless one already answers on the default socket).

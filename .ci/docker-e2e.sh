@@ -27,15 +27,7 @@ mkdir -p "$CACHE_ROOT" "$LOG_DIR"
 export DOCKER_HOST=$DOCKER_URL
 
 # 1. Debian packages: the engine, debootstrap for the base image, docker-compose v1 to validate compose.
-missing=()
-command -v dockerd >/dev/null || missing+=(docker.io)
-command -v debootstrap >/dev/null || missing+=(debootstrap)
-command -v docker-compose >/dev/null || missing+=(docker-compose)
-if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$LOG_DIR/apt.log" 2>&1 \
-    || { tail -n 30 "$LOG_DIR/apt.log"; exit 1; }
-fi
+bash .ci/need.sh "$LOG_DIR/apt.log" dockerd=docker.io debootstrap=debootstrap docker-compose=docker-compose
 phase "packages"
 
 # 2. The engine: reuse one that already answers on 127.0.0.1:2375, else start our own (.ci/dockerd.sh,
