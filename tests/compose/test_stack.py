@@ -159,6 +159,10 @@ def task_containers() -> list[str]:
     return [line for line in proc.stdout.splitlines() if line.startswith("konspekt-")]
 
 
+def container_names() -> set[str]:
+    return {line.rsplit(" ", 1)[-1] for line in task_containers()}  # the status text changes with time
+
+
 def transcript_wer(out: Path) -> float:
     return word_error_rate(SCRIPT, (out / "transcript.txt").read_text())
 
@@ -178,7 +182,7 @@ def test_browser_logs_in_and_sees_both_dags(ui, stack):
 
 def test_a_dropped_lecture_becomes_a_pdf(stack, api, lecture):
     """The watch folder's own run takes it, with the default Params."""
-    containers_before = set(task_containers())  # docker-proxy's volume outlives runs: judge only this one's
+    containers_before = container_names()  # docker-proxy's volume outlives runs: judge only this test's
     name = unique("CI lecture")
     drop(lecture, f"{name}.mp4", stack["uid"])
     out = DATA / "output" / name
@@ -191,8 +195,8 @@ def test_a_dropped_lecture_becomes_a_pdf(stack, api, lecture):
         assert path.stat().st_uid == stack["uid"], (path, path.stat().st_uid)
     assert not (out / "audio.wav").exists()  # the default: keep_byproducts off
     assert not list((DATA / "input").glob("CI *"))
-    wait_for("no konspekt container left in docker-proxy", lambda: not set(task_containers()) - containers_before,
-             60, on_timeout=lambda: str(set(task_containers()) - containers_before))
+    wait_for("no konspekt container left in docker-proxy", lambda: not container_names() - containers_before,
+             60, on_timeout=lambda: str(task_containers()))
 
 
 def waiting_watch_run(api) -> str | None:
