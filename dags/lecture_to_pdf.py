@@ -65,10 +65,22 @@ from konspekt_dags.settings import settings
     },
 )
 def lecture_to_pdf():
+    @task(retries=0, execution_timeout=timedelta(minutes=5))
+    def check_params() -> None:
+        """Stop a run whose Params cannot be used, before it touches any file."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from konspekt_dags.params import BadParam, check_lecture_params
+
+        try:
+            check_lecture_params(get_current_context()["params"])
+        except BadParam as exc:
+            raise AirflowFailException(str(exc)) from None
+
     wait_for_video = InboxSensor(
         task_id="wait_for_video",
         fs_conn_id=settings.fs_conn_id,
-        filepath="input/[!.~]*",  # hidden and editor lock files never wake the DAG
+        filepath="input",  # see InboxSensor: it wakes only for what claim would take
         poke_interval=settings.poke_seconds,
         deferrable=settings.sensor_mode == "deferrable",
         mode="reschedule" if settings.sensor_mode == "reschedule" else "poke",
@@ -77,45 +89,53 @@ def lecture_to_pdf():
         retries=0,
     )
 
-    @task(retries=0)
+    @task(retries=0, execution_timeout=timedelta(hours=1))
     def claim() -> list[str]:
         """Move complete files from input/ into their own processing/ folders."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from konspekt import inbox
+        from konspekt.layout import printable
 
         claims = inbox.claim(settings.data_root, stable_seconds=settings.stable_seconds,
-                             wait_seconds=settings.claim_wait_seconds,
+                             wait_seconds=settings.claim_wait_seconds, max_bytes=settings.max_file_bytes,
                              force=bool(get_current_context()["params"]["force"]))
         if not claims:
             raise AirflowSkipException("nothing to process: input/ holds only files still being copied, "
-                                       "temp files, or files already processed")
+                                       "temp files, or files already processed (any other entry is in failed/)")
         for c in claims:
-            print(f"claimed {c.name!r} ({c.size} bytes) -> {c.video_dir}")
+            print(f"claimed {printable(c.name)!r} ({c.size} bytes) -> {c.video_dir}")
         return [settings.to_container(c.video_dir) for c in claims]
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", execution_timeout=timedelta(hours=1))
     def finalize(video_dir: str) -> dict:
-        """Publish to output/, or quarantine in failed/ with error.json; fails the task for a bad file."""
+        """Publish to output/; quarantine a bad file in failed/ with error.json; hold one that failed for
+        another reason (a missing model) for a later run. Fails the task unless published."""
         from dataclasses import asdict
 
         from airflow.sdk.exceptions import AirflowFailException
 
         from konspekt import inbox
+        from konspekt.layout import printable
 
         keep = bool(get_current_context()["params"]["keep_byproducts"])
-        outcome = inbox.finalize(settings.data_root, settings.to_local(video_dir), keep_byproducts=keep)
+        outcome = inbox.finalize(settings.data_root, settings.to_local(video_dir), keep_byproducts=keep,
+                                 hold_seconds=settings.hold_minutes * 60)
+        name = printable(outcome.name)
+        if outcome.status == "held":
+            raise AirflowFailException(f"{name}: {outcome.stage} failed: {outcome.reason}. {outcome.hint}")
         if outcome.status != "ok":
-            raise AirflowFailException(f"{outcome.name}: {outcome.reason} ({outcome.stage}); "
-                                       f"the file was moved to {outcome.destination}/")
-        print(f"{outcome.name} -> {outcome.destination}/report.pdf")
+            raise AirflowFailException(f"{name}: {outcome.reason} ({outcome.stage}); the file was moved to "
+                                       f"{outcome.destination}/: {outcome.hint}")
+        print(f"{name} -> {outcome.destination}/report.pdf")
         return asdict(outcome)
 
     force = ("--force", "{{ params.force }}")
 
     @task_group
     def process(video_dir: str):
-        audio = stage_task("extract_audio", video_dir, *force)
+        audio = stage_task("extract_audio", video_dir, "--max-duration", str(round(settings.max_duration_hours * 3600)),
+                           *force)
         text = stage_task("transcribe", video_dir, "--model", "{{ params.whisper_model }}",
                           "--language", "{{ params.language }}", "--device", "{{ params.device }}",
                           "--backend", "{{ params.asr_backend }}", "--batch-size", "{{ params.asr_batch_size }}",
@@ -131,7 +151,7 @@ def lecture_to_pdf():
         audio >> text >> [summary, voice, outline] >> report >> finalize(video_dir)
 
     videos = claim()
-    wait_for_video >> videos
+    check_params() >> wait_for_video >> videos
     process.expand(video_dir=videos)
 
 

@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import stat
 import threading
 import time
 
@@ -124,14 +125,17 @@ def test_finalize_quarantines_a_bad_file_with_the_reason(tmp_path):
     assert not list((root / "output").iterdir())
 
 
-def test_a_stage_that_never_finished_is_reported(tmp_path):
+def test_a_stage_that_never_finished_is_held_then_reported(tmp_path):
     root = data_root(tmp_path)
     (root / "input" / "a.mp4").write_bytes(b"x")
     age(root / "input" / "a.mp4")
     [c] = inbox.claim(root, stable_seconds=1)
     finish(c.video_dir, {"extract_audio": "ok", "transcribe": "ok"})
-    outcome = inbox.finalize(root, c.video_dir)
-    assert outcome.stage == "summarize" and "did not run to completion" in outcome.reason
+    outcome = inbox.finalize(root, c.video_dir)  # not the file's fault: kept for a later run
+    assert outcome.status == "held" and outcome.stage == "summarize" and "did not run to completion" in outcome.reason
+    assert VideoDir(c.video_dir).source.read_bytes() == b"x" and not any((root / "failed").iterdir())
+    outcome = inbox.finalize(root, c.video_dir, give_up=True)
+    assert outcome.status == "failed" and "fix the file" not in outcome.hint
     assert (root / "failed" / "a" / "a.mp4").read_bytes() == b"x"
 
 
@@ -183,7 +187,7 @@ def test_a_video_left_by_a_dead_run_is_resumed_by_the_next_claim(tmp_path, caplo
     assert (resumed.video_dir, resumed.adopted, resumed.sha256) == (c.video_dir, True, c.sha256)
     assert new.name == "next.mp4" and not new.adopted
     assert "lecture.mp4: left in" in caplog.text and "resuming it" in caplog.text
-    assert VideoDir(c.video_dir).meta["adopted"] == 1 and VideoDir(c.video_dir).result_path("extract_audio").is_file()
+    assert json.loads(inbox.record_path(c.video_dir).read_text())["adopted"] == 1 and VideoDir(c.video_dir).result_path("extract_audio").is_file()
     assert inbox.orphans(root) == sorted([c.video_dir, new.video_dir])
 
 
@@ -211,3 +215,202 @@ def test_a_claim_that_died_halfway_is_repaired_or_removed(tmp_path):
     assert c.name == "moved.mp4" and c.adopted and c.size == 5
     assert VideoDir(c.video_dir).source.read_bytes() == b"video"
     assert not (root / "processing" / "c2").exists()
+
+
+def test_finalize_trusts_only_its_own_record_not_the_container_writable_folder(tmp_path):
+    root = data_root(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    drop(root, "talk.mp4", b"video")
+    [c] = inbox.claim(root, stable_seconds=1)
+    finish(c.video_dir, {s: "ok" for s in inbox.STAGES})
+    # What a compromised stage container could write into its own folder:
+    write_json(c.video_dir / "video.json", {"name": "../../../secret.txt", "source": str(secret)})
+    write_json(c.video_dir / "finalize.json", {"status": "ok", "destination": "../config"})
+    (c.video_dir / "report.pdf").symlink_to(secret)  # a deliverable's name, pointing outside
+    (c.video_dir / "plugin.py").write_text("import os")  # not a deliverable
+    (c.video_dir / "transcript.txt").write_text("words")
+    outcome = inbox.finalize(root, c.video_dir)
+    assert (outcome.status, outcome.destination, outcome.name) == ("ok", "output/talk", "talk.mp4")
+    out = root / "output" / "talk"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "transcript.txt"]
+    assert secret.read_text() == "not yours" and not (root / "config").exists()
+    assert json.loads((out / "manifest.json").read_text())["video"]["name"] == "talk.mp4"
+    assert (root / "processed" / c.video_dir.parent.name / "talk.mp4").read_bytes() == b"video"
+
+
+def test_a_record_that_points_outside_is_refused(tmp_path):
+    root = data_root(tmp_path)
+    drop(root, "talk.mp4", b"video")
+    [c] = inbox.claim(root, stable_seconds=1)
+    record = json.loads(inbox.record_path(c.video_dir).read_text())
+    for bad in ({"name": "../x.mp4"}, {"plan": {"status": "ok", "destination": "output/../../config"}}):
+        write_json(inbox.record_path(c.video_dir), {**record, **bad})
+        try:
+            inbox.finalize(root, c.video_dir)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} was accepted")
+    assert VideoDir(c.video_dir).source.read_bytes() == b"video"
+
+
+def test_a_file_swapped_for_a_symlink_after_the_listing_is_not_followed(tmp_path, monkeypatch):
+    root = data_root(tmp_path)
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(b"someone else's")
+    link = root / "input" / "lecture.mp4"
+    link.symlink_to(secret)
+    os.utime(link, (time.time() - 60,) * 2, follow_symlinks=False)
+    # the listing saw a regular file; by the time of the rename it is a symlink
+    monkeypatch.setattr(inbox, "scan", lambda folder: [inbox.Entry(link, "lecture.mp4")] if link.is_symlink() else [])
+    assert inbox.claim(root, stable_seconds=1) == []
+    moved = root / "failed" / "lecture" / "lecture.mp4"
+    assert moved.is_symlink() and os.readlink(moved) == str(secret)  # the link itself, never its target
+    assert secret.read_bytes() == b"someone else's"
+    assert "symbolic link" in json.loads((root / "failed" / "lecture" / "error.json").read_text())["reason"]
+    assert not any((root / "processing").iterdir())
+
+
+def test_symlinks_pipes_and_folders_dropped_into_input(tmp_path):
+    root = data_root(tmp_path)
+    inp = root / "input"
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(b"not to be read")
+    (inp / "link.mp4").symlink_to(outside)
+    (inp / "linked folder").symlink_to(tmp_path, target_is_directory=True)
+    os.mkfifo(inp / "pipe.mp4")
+    (inp / "course" / "week 1").mkdir(parents=True)
+    (inp / "course" / "intro.mp4").write_bytes(b"intro")
+    (inp / "course" / "week 1" / "talk.mp4").write_bytes(b"talk")
+    (inp / "course" / "week 1" / "more.mp4.part").write_bytes(b"still copying")
+    (inp / "deep" / "a" / "b").mkdir(parents=True)
+    (inp / "deep" / "a" / "b" / "x.mp4").write_bytes(b"x")
+    (inp / "empty").mkdir()
+    for path in inp.rglob("*"):
+        if not path.is_symlink():
+            age(path)
+    claims = inbox.claim(root, stable_seconds=1)
+    assert sorted(c.name for c in claims) == ["course - intro.mp4", "course - week 1 - talk.mp4"]
+    assert {c.name: VideoDir(c.video_dir).source.read_bytes() for c in claims} == {
+        "course - intro.mp4": b"intro", "course - week 1 - talk.mp4": b"talk"}
+    failed = {p.name: json.loads((p / "error.json").read_text())["reason"] for p in (root / "failed").iterdir()}
+    assert "symbolic link" in failed["link"] and "symbolic link" in failed["linked folder"]
+    assert "not a regular file" in failed["pipe"] and "nested" in failed["deep - a - b"]
+    assert (root / "failed" / "link" / "link.mp4").is_symlink() and outside.read_bytes() == b"not to be read"
+    assert stat.S_ISFIFO((root / "failed" / "pipe" / "pipe.mp4").lstat().st_mode)
+    # what is left: the download still running, in its folder; the emptied folders are gone
+    assert sorted(str(p.relative_to(inp)) for p in inp.rglob("*")) == [
+        "course", "course/week 1", "course/week 1/more.mp4.part", "deep", "deep/a", "empty"]
+    assert inbox.ready_entries(inp, stable_seconds=1) == []  # nothing there wakes the sensor again
+
+
+def test_the_sensor_wakes_only_for_what_claim_would_take(tmp_path):
+    root = data_root(tmp_path)
+    inp = root / "input"
+    for name in (".hidden.mp4", "movie.mp4.part", "x.crdownload", "~$lock.mp4"):
+        (inp / name).write_bytes(b"x")
+    (inp / "folder with nothing").mkdir()
+    (inp / "folder with a download").mkdir()
+    (inp / "folder with a download" / "a.mp4.part").write_bytes(b"x")
+    assert not inbox.has_work(root, stable_seconds=0)
+    (inp / "fresh.mp4").write_bytes(b"being copied")
+    assert not inbox.has_work(root, stable_seconds=60)  # still changing: claim would not take it yet
+    assert inbox.has_work(root, stable_seconds=0)
+
+
+NOT_UTF8 = os.fsdecode(b"lecture \xff\xfe latin1 caf\xe9.mp4")
+LONG = "л" * 125 + ".mp4"  # 254 bytes: at the file system's limit
+
+
+def test_names_that_are_not_utf8_too_long_or_alike_are_each_processed(tmp_path):
+    root = data_root(tmp_path)
+    names = [NOT_UTF8, LONG, "a b.mp4", "a_b.mp4", "a?b.mp4", "a*b.mp4"]
+    for i, name in enumerate(names):
+        drop(root, name, f"video {i}".encode())
+    claims = inbox.claim(root, stable_seconds=1)
+    assert sorted(c.name for c in claims) == sorted(names)
+    assert len({c.video_dir for c in claims}) == len(names)
+    for c in claims:
+        finish(c.video_dir, {s: "ok" for s in inbox.STAGES})
+        assert inbox.finalize(root, c.video_dir).status == "ok"
+    drop(root, LONG, b"the long one again, other bytes")  # and its "(2)" variant
+    [again] = inbox.claim(root, stable_seconds=1)
+    finish(again.video_dir, {s: "ok" for s in inbox.STAGES})
+    second = inbox.finalize(root, again.video_dir)
+    assert second.destination.endswith(" (2)") and len(os.fsencode(second.destination.split("/")[1])) <= 255
+    outputs = sorted(p.name for p in (root / "output").iterdir())
+    assert len(outputs) == len(names) + 1
+    assert "lecture \ufffd\ufffd latin1 caf\ufffd" in outputs  # readable text, the bytes kept in processed/
+    archived = {p.name for p in (root / "processed").rglob("*") if p.is_file()}
+    assert NOT_UTF8 in archived and LONG in archived
+    manifest = json.loads((root / "output" / "lecture \ufffd\ufffd latin1 caf\ufffd" / "manifest.json").read_text())
+    assert os.fsencode(manifest["video"]["name"]) == os.fsencode(NOT_UTF8)
+
+
+def test_a_failing_orphan_goes_to_failed_once_and_never_blocks_new_uploads(tmp_path):
+    root = data_root(tmp_path)
+    broken = root / "processing" / "c1" / "broken" / "source"
+    broken.mkdir(parents=True)
+    (broken / "one.mp4").write_bytes(b"1")
+    (broken / "two.mp4").write_bytes(b"2")  # two sources, no record: nothing says which is the upload
+    drop(root, "good.mp4", b"good")
+    [good] = inbox.claim(root, stable_seconds=1)
+    assert good.name == "good.mp4"
+    [failed] = (root / "failed").iterdir()
+    assert sorted(p.name for p in (failed / "source").iterdir()) == ["one.mp4", "two.mp4"]
+    assert "could not resume" in json.loads((failed / "error.json").read_text())["reason"]
+    assert inbox.orphans(root) == [good.video_dir]
+
+
+WARM_UP = ("FileNotFoundError: Whisper model 'small' is not in the cache and HF_HUB_OFFLINE is set: run "
+           "`python -m konspekt.warm_cache --whisper-model small` once with network")
+
+
+def test_a_failure_outside_the_file_holds_it_for_a_retry_never_as_bad_input(tmp_path):
+    root = data_root(tmp_path)
+    drop(root, "good.mp4", b"a good lecture")
+    [c] = inbox.claim(root, stable_seconds=1)
+    finish(c.video_dir, {"extract_audio": "ok"})
+    write_json(VideoDir(c.video_dir).result_path("transcribe"), StageResult("transcribe", "error", message=WARM_UP))
+    outcome = inbox.finalize(root, c.video_dir, hold_seconds=600)
+    assert outcome.status == "held" and outcome.stage == "transcribe" and "warm" in outcome.hint
+    assert "fix the file" not in outcome.hint and "retries" in outcome.hint
+    assert inbox.orphans(root) == [c.video_dir] and inbox.due_orphans(root) == []
+    assert not inbox.has_work(root, stable_seconds=1) and inbox.claim(root, stable_seconds=1) == []
+    for _ in range(inbox.MAX_ADOPTIONS):  # each later run (once due) retries it
+        inbox.finalize(root, c.video_dir, hold_seconds=0)
+        assert inbox.has_work(root, stable_seconds=1)
+        [again] = inbox.claim(root, stable_seconds=1)
+        assert again.adopted and again.video_dir == c.video_dir
+    inbox.finalize(root, c.video_dir, hold_seconds=0)
+    assert inbox.claim(root, stable_seconds=1) == []  # tried enough: failed/, with what to fix
+    error = json.loads((root / "failed" / "good" / "error.json").read_text())
+    assert error["stage"] == "transcribe" and "warm" in error["hint"] and "fix the file" not in error["hint"]
+    assert (root / "failed" / "good" / "good.mp4").read_bytes() == b"a good lecture"
+
+
+def test_a_file_over_the_size_limit_is_quarantined_with_the_reason(tmp_path):
+    root = data_root(tmp_path)
+    drop(root, "huge.mp4", b"x" * 2000)
+    drop(root, "small.mp4", b"x" * 10)
+    [c] = inbox.claim(root, stable_seconds=1, max_bytes=1000)
+    assert c.name == "small.mp4"
+    error = json.loads((root / "failed" / "huge" / "error.json").read_text())
+    assert "over the limit" in error["reason"] and (root / "failed" / "huge" / "huge.mp4").stat().st_size == 2000
+
+
+def test_deliverables_are_what_the_stages_write(monkeypatch):
+    import importlib
+
+    from konspekt import stage as stage_module
+
+    written = set()
+
+    def capture(stage, parser, fn, argv=None, *, reads=None, writes=(), packages=()):
+        written.update(writes)
+        return 0
+
+    monkeypatch.setattr(stage_module, "run_stage", capture)
+    for name in inbox.STAGES:
+        importlib.import_module(f"konspekt.stages.{name}").main(["--video-dir", "/nonexistent"])
+    assert written == set(inbox.DELIVERABLES)

@@ -24,7 +24,8 @@ def test_train_dag_wiring_and_params(monkeypatch, tmp_path):
     dag = bag.dags["train_asr"]
     assert dag.schedule is None or str(dag.timetable.summary) in ("None", "")
     assert dag.doc_md and "data/train/<dataset>" in dag.doc_md and "train.log" in dag.doc_md
-    assert set(dag.task_ids) == set(TASKS)
+    assert set(dag.task_ids) == {"check_params", *TASKS}
+    assert dag.get_task("check_params").downstream_task_ids == {TASKS[0]}
     for upstream, downstream in zip(TASKS, TASKS[1:]):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
     assert set(dag.params) >= {"dataset", "base_model", "epochs", "learning_rate", "batch_size", "grad_accum",
@@ -59,8 +60,7 @@ def test_docker_mode_runs_training_in_the_train_image(monkeypatch, tmp_path):
         assert op.command[:2] == ["python", "-m"] and op.command[2].startswith("konspekt.training.")
         assert op.network_mode == "none" and op.mount_tmp_dir is False and op.user == "1000:1000"
         mounts = {m["Target"]: (m["Source"], m.get("ReadOnly", False)) for m in op.mounts}
-        assert mounts == {"/data": ("/srv/k/data", False), "/root/.cache": ("/srv/k/cache", True),
-                          "/data/train": ("/srv/k/data/train", True)}
+        assert mounts == {"/root/.cache": ("/srv/k/cache", True)}  # the run's folders: bound when it runs
         assert (op.device_requests is not None) == (name in {"train", "evaluate"})
         assert 2 not in (op.skip_on_exit_code or [])  # an unusable dataset fails the run
 

@@ -15,8 +15,10 @@ step passes ``bad_input="fail"``: an unusable dataset should turn the run red.
 
 from __future__ import annotations
 
+import json
 import os
-from pathlib import PurePosixPath
+from datetime import timedelta
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, CONTAINER_TRAIN_DATA, settings
@@ -45,6 +47,10 @@ def stage_task(stage: str, video_dir: Any, *args: Any, gpu: bool = False, bad_in
     kwargs.setdefault("task_id", stage.rpartition(".")[2])
     kwargs.setdefault("retries", settings.retries)
     kwargs.setdefault("pool", settings.pool_for(gpu))  # bounds the heavy tasks running at once (pools.py)
+    if is_training(stage):
+        kwargs.setdefault("execution_timeout", timedelta(hours=settings.train_timeout_hours))
+    else:  # nothing runs for ever: the limit scales with the lecture's length, known once it runs
+        kwargs.setdefault("pre_execute", scale_timeout)
     if settings.runner == "docker":
         return _docker_task(stage, command, gpu=gpu, skip_bad_input=bad_input == "skip", **kwargs)
     if settings.runner == "local":
@@ -55,19 +61,35 @@ def stage_task(stage: str, video_dir: Any, *args: Any, gpu: bool = False, bad_in
     raise ValueError(f"KONSPEKT_RUNNER must be 'local' or 'docker', not {settings.runner!r}")
 
 
+def scale_timeout(context: Any) -> None:
+    """Set the task's ``execution_timeout`` from the lecture's length (``extract_audio``'s result).
+
+    Airflow reads ``execution_timeout`` after this hook, so each mapped task gets its own.
+    Before ``extract_audio`` has run, the length is unknown and the longest allowed one counts.
+    """
+    task = context["task"]
+    video = argv_value([str(a) for a in task.command], "--video-dir")
+    duration = None
+    if video and _inside(video, "processing", depth=2):
+        try:
+            result = json.loads((settings.to_local(video) / "stages" / "extract_audio.json").read_text())
+            duration = float(result["details"]["duration"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    task.execution_timeout = timedelta(seconds=settings.stage_timeout_seconds(duration))
+    task.log.info("time limit %s for %s of audio", task.execution_timeout,
+                  f"{duration:.0f} s" if duration else "an unknown length")
+
+
 def _docker_task(stage: str, command: list[Any], *, gpu: bool, skip_bad_input: bool = True, **kwargs: Any):
     from docker.types import DeviceRequest, Mount
 
     from konspekt_dags.locked_docker import LockedDownDockerOperator
 
     device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu and settings.gpu else None
-    mounts = [
-        Mount(CONTAINER_DATA, settings.data_mount_source, type="bind"),
-        # Read-only: with no network a task cannot download, so it only ever reads the models.
-        Mount(CONTAINER_CACHE, settings.cache_mount_source, type="bind", read_only=True),
-    ]
-    if is_training(stage):  # training reads the user's datasets and never changes them
-        mounts.append(Mount(CONTAINER_TRAIN_DATA, settings.train_source, type="bind", read_only=True))
+    # Read-only: with no network a task cannot download, so it only ever reads the models.
+    # The data root is not mounted whole: work_mounts() binds the task's own folders when it runs.
+    mounts = [Mount(CONTAINER_CACHE, settings.cache_mount_source, type="bind", read_only=True)]
     return LockedDownDockerOperator(
         image=settings.image_for(stage),
         command=command,
@@ -78,31 +100,72 @@ def _docker_task(stage: str, command: list[Any], *, gpu: bool, skip_bad_input: b
         network_mode="none",  # models come from the shared cache; stages need no network
         user=settings.docker_user or None,
         **container_lockdown(settings.docker_user),
+        mem_limit=settings.task_memory_bytes,
+        pids_limit=settings.task_pids,
         device_requests=device_requests,
         skip_on_exit_code=EXIT_BAD_INPUT if skip_bad_input else None,
         # matplotlib's font cache would go to the read-only cache mount; /tmp is the writable place
         environment={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLCONFIGDIR": "/tmp/matplotlib"},
-        on_execute_callback=hand_over_video_dir,
-        run_mounts=None if is_training(stage) else source_read_only,
+        run_mounts=lambda argv: work_mounts(stage, argv),
         **kwargs,
     )
 
 
-def source_read_only(command: list[str]) -> list[Any]:
-    """The video's ``source/`` bound read-only over the writable ``/data``: no stage can change the user's file.
+def argv_value(command: list[str], flag: str) -> str | None:
+    try:
+        return command[command.index(flag) + 1].rstrip("/")
+    except (ValueError, IndexError):
+        return None
 
-    Stages write only into the video's folder; extract_audio is the one that reads ``source/``.
+
+def work_paths(stage: str, command: list[str]) -> tuple[list[str], list[str]]:
+    """The container paths under /data that a task's rendered argv needs: (read-write, read-only).
+
+    A video stage: its video's folder, and its ``source/`` (the user's file) read-only. A training
+    step: its run folder, the run's logs/ and models/ folders and the shard cache; read_data
+    also reads its dataset. Any task: a model the argv names under ``/data/models/``, read-only.
+    A path that is not where its kind lives (``..``, another folder) is never bound.
     """
+    writable, readable = [], []
+    if is_training(stage):
+        if (run := argv_value(command, "--run-dir")) and _inside(run, "train_runs", depth=1):
+            name = PurePosixPath(run).name
+            writable += [run, f"{CONTAINER_DATA}/logs/{name}", f"{CONTAINER_DATA}/models/{name}",
+                         f"{CONTAINER_DATA}/train_cache"]
+        if (dataset := argv_value(command, "--dataset")) and _inside(dataset, "train", depth=1):
+            readable.append(dataset)
+    elif (video := argv_value(command, "--video-dir")) and _inside(video, "processing", depth=2):
+        writable.append(video)
+        readable.append(f"{video}/source")
+    readable += [arg.rstrip("/") for arg in command if _inside(arg.rstrip("/"), "models")]
+    return writable, readable
+
+
+def _inside(path: str, folder: str, depth: int | None = None) -> bool:
+    """``path`` is ``/data/<folder>/...`` (exactly ``depth`` names below it), with no ``..``."""
+    pure, base = PurePosixPath(path), PurePosixPath(CONTAINER_DATA, folder)
+    if not pure.is_absolute() or ".." in pure.parts or not pure.is_relative_to(base) or pure == base:
+        return False
+    return depth is None or len(pure.relative_to(base).parts) == depth
+
+
+def work_mounts(stage: str, command: list[str]) -> list[Any]:
+    """Bind mounts for :func:`work_paths`, each at its own path; the folders it writes are created first."""
     from docker.types import Mount
 
-    try:
-        video_dir = command[command.index("--video-dir") + 1].rstrip("/")
-    except (ValueError, IndexError):
-        return []
-    source = f"{video_dir}/source"
-    relative = PurePosixPath(source).relative_to(CONTAINER_DATA)  # ValueError for a path outside /data
-    host = f"{settings.data_mount_source.rstrip('/')}/{relative.as_posix()}"
-    return [Mount(source, host, type="bind", read_only=True)]
+    writable, readable = work_paths(stage, command)
+    folders = [settings.to_local(path) for path in writable]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    hand_over(folders)
+    return [Mount(path, _host_path(path), type="bind", read_only=path in readable)
+            for path in dict.fromkeys([*writable, *readable])]
+
+
+def _host_path(path: str) -> str:
+    """A container path under /data as the Docker daemon sees it."""
+    relative = PurePosixPath(path).relative_to(CONTAINER_DATA).as_posix()
+    return f"{settings.data_mount_source.rstrip('/')}/{relative}"
 
 
 # What a stage needs from root's powers: nothing. It reads and writes files it owns under /data.
@@ -131,25 +194,19 @@ def _numeric_user(user: str) -> tuple[int, int] | None:
         return None  # a user name: only the image knows it
 
 
-def hand_over_video_dir(context: Any) -> None:
-    """Give the claimed video's folder to the task containers' user before a stage runs.
+def hand_over(folders: list[Path]) -> None:
+    """Give the task's work folders to the task containers' user before it runs.
 
-    ``claim`` runs in the Airflow process. Under compose it runs as the same uid as the
-    task containers, and this does nothing. When Airflow runs as root (on a host, with the
-    host's daemon) its files (``video.json`` is 0600) would be out of reach of a task
-    running as ``KONSPEKT_DOCKER_USER``, so the folder changes hands first.
+    ``claim`` and :func:`work_mounts` run in the Airflow process. Under compose it runs as the
+    same uid as the task containers, and this does nothing. When Airflow runs as root (on a host,
+    with the host's daemon) its files (``video.json`` is 0600) would be out of reach of a task
+    running as ``KONSPEKT_DOCKER_USER``, so the folders change hands first.
     """
     ids = _numeric_user(settings.docker_user) if settings.docker_user else None
     if ids is None or os.geteuid() != 0:
         return
-    command = [str(arg) for arg in context["task"].command]
-    try:
-        video_dir = settings.to_local(command[command.index("--video-dir") + 1])
-    except (ValueError, IndexError):
-        return
-    if not video_dir.is_dir():
-        return
-    for path in (video_dir, *video_dir.rglob("*")):
-        st = path.lstat()
-        if (st.st_uid, st.st_gid) != ids:
-            os.chown(path, *ids, follow_symlinks=False)
+    for folder in folders:
+        for path in (folder, *folder.rglob("*")):
+            st = path.lstat()
+            if (st.st_uid, st.st_gid) != ids:
+                os.chown(path, *ids, follow_symlinks=False)

@@ -1,8 +1,8 @@
 """DockerOperator with the container lock-down options the Docker provider does not expose.
 
 The provider (4.6) passes a fixed set of HostConfig fields to the daemon: ``cap_add`` but
-no ``cap_drop``, no ``security_opt``, no read-only root filesystem, no tmpfs. This subclass
-adds those four to the HostConfig the provider builds. It also takes ``run_mounts``: mounts
+no ``cap_drop``, no ``security_opt``, no read-only root filesystem, no tmpfs, no pids limit.
+This subclass adds those five to the HostConfig the provider builds. It also takes ``run_mounts``: mounts
 worked out from the *rendered* command when the task runs, because the provider's
 ``mounts`` are not templated and a mapped task learns its folder only then.
 """
@@ -36,9 +36,10 @@ class LockedDownDockerOperator(DockerOperator):
     """
 
     def __init__(self, *, cap_drop: list[str] | None = None, security_opt: list[str] | None = None,
-                 read_only: bool = False, tmpfs: dict[str, str] | None = None,
+                 read_only: bool = False, tmpfs: dict[str, str] | None = None, pids_limit: int | None = None,
                  run_mounts: Callable[[list[str]], list[Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.pids_limit = pids_limit
         self.cap_drop = cap_drop
         self.security_opt = security_opt
         self.read_only = read_only
@@ -52,7 +53,7 @@ class LockedDownDockerOperator(DockerOperator):
 
     def host_config_extras(self) -> dict[str, Any]:
         return {"cap_drop": self.cap_drop, "security_opt": self.security_opt,
-                "read_only": self.read_only or None, "tmpfs": self.tmpfs}
+                "read_only": self.read_only or None, "tmpfs": self.tmpfs, "pids_limit": self.pids_limit}
 
     @property
     def cli(self) -> Any:

@@ -83,6 +83,18 @@ class Settings:
     stable_seconds: float = field(default_factory=lambda: float(_env("STABLE_SECONDS", "5")))
     claim_wait_seconds: float = field(default_factory=lambda: float(_env("CLAIM_WAIT_SECONDS", "60")))
     retries: int = field(default_factory=lambda: int(_env("RETRIES", "2")))
+    # Limits: no file or task runs for ever. Over the size or length, a file is quarantined with the reason.
+    max_file_gb: float = field(default_factory=lambda: float(_env("MAX_FILE_GB", "20")))
+    max_duration_hours: float = field(default_factory=lambda: float(_env("MAX_DURATION_HOURS", "6")))
+    # a stage task may run timeout_minutes + timeout_factor x the lecture's length (CPU transcription is slow)
+    timeout_minutes: float = field(default_factory=lambda: float(_env("TIMEOUT_MINUTES", "30")))
+    timeout_factor: float = field(default_factory=lambda: float(_env("TIMEOUT_FACTOR", "6")))
+    train_timeout_hours: float = field(default_factory=lambda: float(_env("TRAIN_TIMEOUT_HOURS", "72")))
+    # each task container's memory (e.g. 8g; empty: 80 % of this machine's) and processes
+    task_memory: str = field(default_factory=lambda: _env("TASK_MEMORY", ""))
+    task_pids: int = field(default_factory=lambda: int(_env("TASK_PIDS", "4096")))
+    # a video that failed for a reason outside the file (a missing model) is retried after this long
+    hold_minutes: float = field(default_factory=lambda: float(_env("HOLD_MINUTES", "10")))
     # Airflow pools bound how many heavy stage tasks run at once (konspekt_dags.pools creates them):
     # stages that request the GPU (when there is one) queue for gpu_pool, every other stage for cpu_pool.
     gpu_pool: str = field(default_factory=lambda: _env("GPU_POOL", "konspekt_gpu"))
@@ -106,6 +118,22 @@ class Settings:
     train_val_fraction: float = field(default_factory=lambda: float(_env("TRAIN_VAL_FRACTION", "0.1")))
     train_max_bad_fraction: float = field(default_factory=lambda: float(_env("TRAIN_MAX_BAD_FRACTION", "0.2")))
     fs_conn_id: str = "konspekt_data"
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_gb * 1e9)
+
+    @property
+    def task_memory_bytes(self) -> str | int:
+        if self.task_memory:
+            return self.task_memory
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8)
+
+    def stage_timeout_seconds(self, duration: float | None) -> float:
+        """How long a stage task may run on a lecture of ``duration`` seconds (unknown: the longest allowed)."""
+        if duration is None or duration <= 0:
+            duration = self.max_duration_hours * 3600
+        return self.timeout_minutes * 60 + self.timeout_factor * min(duration, self.max_duration_hours * 3600)
 
     def pool_for(self, gpu: bool) -> str:
         """The pool of a stage task that does (``gpu=True``) or does not ask for the GPU."""

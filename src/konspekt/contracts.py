@@ -18,7 +18,8 @@ STATUS_ERROR = "error"
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = 2  # only the stage's own judgement of the input: quarantine, never retry
+EXIT_USAGE = 64  # a wrong command line (sysexits' EX_USAGE): a bug on our side, retried like a crash
 
 
 @dataclass
@@ -141,7 +142,12 @@ class StageResult:
         return {STATUS_OK: EXIT_OK, STATUS_BAD_INPUT: EXIT_BAD_INPUT}.get(self.status, EXIT_ERROR)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        text = json.dumps(asdict(self), ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a message naming a file whose name is not UTF-8
+            text = json.dumps(asdict(self), ensure_ascii=True)
+        return text
 
     @classmethod
     def load(cls, path: Path) -> StageResult:

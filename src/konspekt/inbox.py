@@ -4,7 +4,9 @@ These two steps run in the Airflow worker itself (they only move files), so this
 module is stdlib only. The rules that keep users' files safe:
 
 * A file is claimed only when it looks complete: not hidden, no download/temp
-  suffix, and its size and mtime unchanged for ``stable_seconds``.
+  suffix, and its size and mtime unchanged for ``stable_seconds``. Files in a dropped
+  folder are claimed as ``<folder> - <file>``; symlinks and special files are never
+  followed: they go to ``failed/`` as they are (see :func:`scan`).
 * Claiming is one ``os.rename`` into ``processing/``, so two schedulers racing
   for a file cannot both get it, and a file is processed once.
 * The original bytes are never modified or deleted: they end in ``processed/``
@@ -13,7 +15,11 @@ module is stdlib only. The rules that keep users' files safe:
   ``output/*/manifest.json``) is not processed again: it is archived in ``processed/``
   and nothing new is made, unless ``force`` asks for it (then ``output/<name> (2)``).
 * Nothing is lost when a run dies: see :func:`orphans` for how the next run adopts
-  what a dead run left in ``processing/``.
+  what a dead run left in ``processing/``, and :func:`finalize` for a failure outside
+  the file (it is held and retried, never quarantined as "bad").
+* Stage containers can write their video's folder, so nothing there is trusted here:
+  the claim's facts live in a record beside it (:func:`record_path`).
+* No file's trouble stops the others: claim and adoption never raise for one file.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -29,52 +36,111 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from konspekt import __version__
-from konspekt.contracts import STATUS_OK, StageResult
-from konspekt.layout import VIDEO_META, VideoDir, read_json, sha256, write_json
+from konspekt.contracts import STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, StageResult
+from konspekt.layout import VIDEO_META, VideoDir, printable, read_json, sha256, write_json
 
 # Run order of the per-video stages; finalize requires every one of them to be ok.
 STAGES = ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf")
 
 TEMP_SUFFIXES = {".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".filepart", ".opdownload", ".!qb"}
-DELIVERABLES_SKIPPED = {"source", "stages", VIDEO_META, "finalize.json"}
+# What finalize publishes: the stages' own outputs (a test checks this against each stage's `writes`),
+# moved only when they are regular files. Anything else a stage container left is not published.
+DELIVERABLES = frozenset({"audio.wav", "transcript.json", "transcript.txt", "transcript.srt", "transcript.vtt",
+                          "transcript.tsv", "summary.json", "features.csv", "features.json", "outline.json",
+                          "report.pdf", "report.json"})
 BYPRODUCTS = {"audio.wav"}
 # A video adopted this often and still not finished goes to failed/ instead of round again.
 MAX_ADOPTIONS = 3
+MAX_DEPTH = 3  # folders dropped into input/: videos this deep are taken, deeper ones are reported
+NAME_BYTES = 255  # the file system's limit for one name
+FOLDER_NAME_BYTES = 200  # output/<name>: room left for " (12)"
+RESULT_BYTES = 5 << 20  # a stage result larger than this is not read (stage containers write them)
+BAD_FILE_HINT = "fix the file and drop it into input/ again"
 
 log = logging.getLogger(__name__)
 
 
+def is_ignored(name: str) -> bool:
+    """Hidden, editor lock and download temp names: a downloader or editor is still at work."""
+    return name.startswith((".", "~")) or Path(name).suffix.lower() in TEMP_SUFFIXES
+
+
 def is_candidate(path: Path) -> bool:
     """A regular, visible file that no downloader or editor is still writing under a temp name."""
-    name = path.name
-    if name.startswith((".", "~$", "~")) or path.suffix.lower() in TEMP_SUFFIXES:
-        return False
-    return path.is_file() and not path.is_symlink()
+    return not is_ignored(path.name) and stat.S_ISREG(_lstat_mode(path))
 
 
-def ready_files(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: float = 0.0,
-                poll_seconds: float = 1.0) -> list[Path]:
-    """Files in ``input_dir`` whose size and mtime have not changed for ``stable_seconds``.
+@dataclass
+class Entry:
+    """Something in ``input/`` that claim takes: a file to process, or an entry to report (``problem``)."""
 
-    A file last modified long enough ago is ready at once; a fresher one is watched.
-    Waits up to ``wait_seconds`` for at least one file to become ready.
+    path: Path
+    name: str  # its name as claimed: for a file in a dropped folder, "<folder> - <file>"
+    problem: str | None = None
+
+
+def scan(input_dir: Path) -> list[Entry]:
+    """What claim would take from ``input_dir``, never following a symlink.
+
+    Files in dropped folders are taken too, named after their folders ("course - week 1.mp4").
+    Symlinks, devices, pipes and folders nested deeper than :data:`MAX_DEPTH` are entries to
+    report: claim moves them to ``failed/`` with the reason, so they never wake the DAG again.
+    """
+    found: list[Entry] = []
+
+    def walk(folder: Path, prefix: tuple[str, ...]) -> None:
+        try:
+            children = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:  # a folder we may not read: reported by its parent, never fatal
+            log.error("%s cannot be read (%s); left where it is", printable(str(folder)), exc)
+            return
+        for child in children:
+            if is_ignored(child.name):
+                continue
+            path, name = Path(child.path), " - ".join((*prefix, child.name))
+            if child.is_symlink():
+                found.append(Entry(path, name, "is a symbolic link; konspekt takes only real files"))
+            elif child.is_dir(follow_symlinks=False):
+                if len(prefix) + 1 >= MAX_DEPTH:
+                    found.append(Entry(path, name, f"is a folder nested more than {MAX_DEPTH - 1} deep; "
+                                                   "drop the videos themselves or their folder"))
+                else:
+                    walk(path, (*prefix, child.name))
+            elif child.is_file(follow_symlinks=False):
+                found.append(Entry(path, name))
+            else:
+                found.append(Entry(path, name, "is not a regular file (a pipe, socket or device)"))
+
+    if input_dir.is_dir():
+        walk(input_dir, ())
+    return found
+
+
+def ready_entries(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: float = 0.0,
+                  poll_seconds: float = 1.0) -> list[Entry]:
+    """The entries of :func:`scan` whose size and mtime have not changed for ``stable_seconds``.
+
+    An entry last modified long enough ago is ready at once; a fresher one is watched.
+    Waits up to ``wait_seconds`` for at least one entry to become ready.
     """
     deadline = time.monotonic() + wait_seconds
     first_seen: dict[Path, tuple[tuple[int, int], float]] = {}
     while True:
         now, wall = time.monotonic(), time.time()
         ready, sleep = [], poll_seconds
-        for path in sorted(input_dir.iterdir()) if input_dir.is_dir() else []:
-            if not is_candidate(path):
+        for entry in scan(input_dir):
+            try:
+                st = entry.path.lstat()
+            except FileNotFoundError:  # taken or deleted meanwhile
                 continue
-            st = path.stat()
             sig = (st.st_size, st.st_mtime_ns)
-            seen = first_seen.get(path)
+            seen = first_seen.get(entry.path)
             if seen is None or seen[0] != sig:
-                first_seen[path] = seen = (sig, now)
+                first_seen[entry.path] = seen = (sig, now)
             unchanged_for = max(wall - st.st_mtime, now - seen[1])
-            if unchanged_for >= stable_seconds:
-                ready.append(path)
+            if unchanged_for >= stable_seconds or (entry.problem and not stat.S_ISDIR(st.st_mode)):
+                # a link or a pipe is not copied: nothing to wait for
+                ready.append(entry)
             else:  # look again the moment it could be ready, not up to a poll later
                 sleep = min(sleep, stable_seconds - unchanged_for)
         if ready or now >= deadline:
@@ -82,14 +148,38 @@ def ready_files(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: floa
         time.sleep(max(min(sleep, deadline - now), 0.05))
 
 
+def ready_files(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: float = 0.0) -> list[Path]:
+    return [e.path for e in ready_entries(input_dir, stable_seconds, wait_seconds) if e.problem is None]
+
+
+def has_work(data_root: Path, stable_seconds: float = 5.0) -> bool:
+    """Whether a claim now would take something: the sensor's question, so it never wakes for nothing."""
+    return bool(due_orphans(data_root) or ready_entries(Path(data_root) / "input", stable_seconds))
+
+
 def slug(text: str, limit: int = 80) -> str:
     """A folder name that any tool can handle; unicode letters (Cyrillic too) are kept."""
-    return re.sub(r"[^\w.-]+", "_", text).strip("._-")[:limit] or "video"
+    return re.sub(r"[^\w.-]+", "_", printable(text)).strip("._-")[:limit] or "video"
 
 
 def display_name(text: str) -> str:
     """The user's own name for the output folder, minus what a folder name cannot hold."""
-    return re.sub(r"[/\\\x00-\x1f]+", "_", text).lstrip(".").strip() or "video"
+    name = re.sub(r"[/\\\x00-\x1f]+", "_", printable(text)).lstrip(".").strip()
+    return fit_bytes(name, FOLDER_NAME_BYTES).strip() or "video"
+
+
+def fit_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, at a character boundary."""
+    return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
+def fit_name(name: str, limit: int = NAME_BYTES) -> str:
+    """A file name of at most ``limit`` bytes that keeps its extension."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    stem, suffix = os.path.splitext(name)
+    return fit_bytes(stem, limit - len(os.fsencode(suffix))) + suffix
 
 
 def unique_dir(parent: Path, name: str) -> Path:
@@ -110,46 +200,133 @@ class Claim:
 
 
 def claim(data_root: Path, *, stable_seconds: float = 5.0, wait_seconds: float = 0.0,
-          max_files: int | None = None, force: bool = False) -> list[Claim]:
+          max_files: int | None = None, force: bool = False, max_bytes: int | None = None) -> list[Claim]:
     """What this run processes: the videos dead runs left in ``processing/`` (see :func:`orphans`),
     then the ready files of ``input/``, each moved into its own ``processing/<claim>/<video>/``.
 
     A new file whose bytes are already published is archived and left out, unless ``force``.
+    Entries that cannot be processed (symlinks, pipes, a file over ``max_bytes``) go to ``failed/``.
+    Never raises for one file's sake: a file that cannot be claimed is reported and left out.
     """
     data_root = Path(data_root)
     claims = adopt_orphans(data_root)
-    files = ready_files(data_root / "input", stable_seconds, 0.0 if claims else wait_seconds)[:max_files]
+    entries = ready_entries(data_root / "input", stable_seconds, 0.0 if claims else wait_seconds)[:max_files]
     claim_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    done = published(data_root) if files and not force else {}
-    for path in files:
-        video_dir = data_root / "processing" / claim_id / slug(path.stem)
-        if video_dir.exists():  # two names that slug alike in one drop
-            video_dir = video_dir.with_name(f"{video_dir.name}-{len(claims)}")
-        (video_dir / "source").mkdir(parents=True)
+    done = published(data_root) if entries and not force else {}
+    for entry in entries:
         try:
-            os.rename(path, video_dir / "source" / path.name)
-        except FileNotFoundError:  # another run claimed it first
-            shutil.rmtree(video_dir)
+            item = _claim_one(data_root, claim_id, entry, done, max_bytes)
+        except Exception:  # noqa: BLE001 - one file's trouble never stops the others
+            log.exception("%s could not be claimed; it is left in input/", printable(entry.name))
             continue
-        item = _describe(video_dir, path.name)
-        if item.sha256 in done:
-            _move(video_dir / "source" / path.name, data_root / "processed" / claim_id / path.name)
-            shutil.rmtree(video_dir)
-            log.warning("%s: already processed as %s; set force=true to redo", path.name, done[item.sha256])
-            continue
-        claims.append(item)
+        if item is not None:
+            claims.append(item)
+    _remove_emptied_folders(data_root / "input", entries, stable_seconds)
     _remove_if_empty(data_root / "processing" / claim_id)
     return claims
 
 
-def _describe(video_dir: Path, name: str) -> Claim:
-    """Hash the claimed file and write the folder's ``video.json``."""
+def _claim_one(data_root: Path, claim_id: str, entry: Entry, done: dict[str, str],
+               max_bytes: int | None) -> Claim | None:
+    name = fit_name(entry.name)
+    if entry.problem is not None:
+        _reject(data_root, entry.path, name, entry.problem)
+        return None
+    video_dir = _new_video_dir(data_root / "processing" / claim_id, slug(Path(name).stem))
     source = video_dir / "source" / name
-    item = Claim(video_dir, name, source.stat().st_size, sha256(source),
-                 datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_json(video_dir / VIDEO_META, {"name": name, "source": f"source/{name}", "size": item.size,
-                                        "sha256": item.sha256, "claimed_at": item.claimed_at})
+    try:
+        os.rename(entry.path, source)
+    except FileNotFoundError:  # another run claimed it first
+        shutil.rmtree(video_dir)
+        return None
+    if not stat.S_ISREG(_lstat_mode(source)):  # swapped for a symlink (or worse) after the listing
+        _quarantine(data_root, video_dir, name, "was replaced by a symbolic link or special file while it was "
+                                                "being claimed; konspekt takes only real files")
+        return None
+    size = source.lstat().st_size
+    if max_bytes and size > max_bytes:
+        _quarantine(data_root, video_dir, name, f"is {size / 1e9:.1f} GB, over the limit of {max_bytes / 1e9:.1f} GB "
+                                                "(KONSPEKT_MAX_FILE_GB)")
+        return None
+    item = _describe(video_dir, name)
+    if item.sha256 in done:
+        _move(source, data_root / "processed" / claim_id / name)
+        _discard(video_dir)
+        log.warning("%s: already processed as %s; set force=true to redo", printable(name), done[item.sha256])
+        return None
     return item
+
+
+def _new_video_dir(claim_dir: Path, folder: str) -> Path:
+    """``claim_dir/folder/source/``, or ``folder-2``, ... when names of one drop slug alike."""
+    candidate, n = claim_dir / folder, 2
+    while True:
+        try:
+            (candidate / "source").mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            candidate, n = claim_dir / f"{folder}-{n}", n + 1
+
+
+def _reject(data_root: Path, path: Path, name: str, reason: str) -> None:
+    """Move an entry claim does not process (the entry itself, never what a link points to) to failed/."""
+    dest = unique_dir(data_root / "failed", display_name(Path(name).stem))
+    dest.mkdir(parents=True)
+    os.rename(path, dest / name)
+    _write_error(dest, {"file": name, "stage": "claim", "reason": f"{printable(name)} {reason}",
+                        "hint": BAD_FILE_HINT})
+    log.error("%s %s; moved to %s", printable(name), reason, dest.relative_to(data_root))
+
+
+def _quarantine(data_root: Path, video_dir: Path, name: str, reason: str) -> None:
+    """A claimed entry that turned out unprocessable: to failed/ as it is, its claim folder removed."""
+    _reject(data_root, video_dir / "source" / name, name, reason)
+    _discard(video_dir)
+
+
+def _describe(video_dir: Path, name: str) -> Claim:
+    """Hash the claimed file; write the claim's record (Airflow's own) and the folder's ``video.json`` (the stages')."""
+    source = video_dir / "source" / name
+    item = Claim(video_dir, name, source.lstat().st_size, sha256(source),
+                 datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    facts = {"name": name, "size": item.size, "sha256": item.sha256, "claimed_at": item.claimed_at}
+    write_json(record_path(video_dir), facts)
+    write_json(video_dir / VIDEO_META, {**facts, "source": f"source/{name}"})
+    return item
+
+
+def record_path(video_dir: Path) -> Path:
+    """The claim's facts as Airflow wrote them: beside the video's folder, where no stage container can write.
+
+    Stage containers mount only their video's folder, and ``video.json`` inside it is theirs to
+    read (and, if one were compromised, to change): finalize and adoption never trust it.
+    """
+    return video_dir.parent / f".{video_dir.name}.json"
+
+
+def _record(video_dir: Path) -> dict:
+    """The trusted facts of a claim; rebuilt from ``source/`` when a claim died before writing them."""
+    path = record_path(video_dir)
+    if path.is_file():
+        record = read_json(path)
+        name = record.get("name")
+        if not isinstance(name, str) or not _one_component(name):
+            raise ValueError(f"{path} names no file")
+        return record
+    sources = _sources(video_dir)
+    if len(sources) != 1:
+        raise FileNotFoundError(f"{video_dir} holds {len(sources)} files in source/, and no claim record")
+    _describe(video_dir, sources[0].name)
+    return read_json(path)
+
+
+def _sources(video_dir: Path) -> list[Path]:
+    folder = video_dir / "source"
+    return sorted(p for p in folder.iterdir() if stat.S_ISREG(_lstat_mode(p))) if folder.is_dir() else []
+
+
+def _one_component(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
 def published(data_root: Path) -> dict[str, str]:
@@ -171,110 +348,196 @@ def orphans(data_root: Path) -> list[Path]:
     once per DAG run, before that run processes anything, and runs of lecture_to_pdf
     never overlap (``max_active_runs=1``, which tests/test_dags.py pins). So a folder
     found there belongs to a run that has ended without finalizing it: its worker or
-    the machine died, or the run was marked failed. Nothing else will ever finish it.
+    the machine died, the run was marked failed, or finalize held it after a failure
+    outside the file (see :func:`finalize`). Nothing else will ever finish it.
 
     Adopting one is safe even if a stage process of the dead run still runs in it:
     the stage's lock makes the new try wait for it (see :mod:`konspekt.stage`), and
     stages that finished are up to date and skipped, so work resumes where it stopped.
     """
     processing = Path(data_root) / "processing"
-    return sorted(v for c in processing.iterdir() if c.is_dir() for v in c.iterdir() if v.is_dir()) \
-        if processing.is_dir() else []
+    if not processing.is_dir():
+        return []
+    return sorted(v for c in processing.iterdir() if _is_dir(c) for v in c.iterdir() if _is_dir(v))
+
+
+def due_orphans(data_root: Path) -> list[Path]:
+    """The orphans a run should take now: all but those finalize held until a later time."""
+    now = time.time()
+    return [v for v in orphans(data_root) if _held_until(v) <= now]
+
+
+def _held_until(video_dir: Path) -> float:
+    try:
+        return float(read_json(record_path(video_dir)).get("held", {}).get("until", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def adopt_orphans(data_root: Path) -> list[Claim]:
-    """Hand the orphans to the running run; one adopted :data:`MAX_ADOPTIONS` times is finalized instead."""
+    """Hand the due orphans to the running run; one adopted :data:`MAX_ADOPTIONS` times is finalized instead.
+
+    An orphan that cannot be read or finalized goes to ``failed/`` once, as it is: it never
+    crashes claim, and never stops the new uploads behind it.
+    """
     adopted = []
-    for video_dir in orphans(data_root):
-        meta_path = video_dir / VIDEO_META
-        if not meta_path.is_file():  # claim itself died between the move and writing video.json
-            sources = sorted(p for p in (video_dir / "source").glob("*") if p.is_file())
-            if len(sources) != 1:
-                if not any(p.is_file() for p in video_dir.rglob("*")):  # died before the move: nothing there
-                    shutil.rmtree(video_dir)
-                    _remove_if_empty(video_dir.parent)
-                else:
-                    log.error("%s has no %s and is left for a person to look at", video_dir, VIDEO_META)
-                continue
-            _describe(video_dir, sources[0].name)
-        meta = read_json(meta_path)
-        if meta.get("adopted", 0) >= MAX_ADOPTIONS:
-            outcome = finalize(data_root, video_dir)
-            log.error("%s: interrupted %d times; finalized as %s", meta["name"], meta["adopted"], outcome.destination)
-            continue
-        meta["adopted"] = meta.get("adopted", 0) + 1
-        write_json(meta_path, meta)
-        log.warning("%s: left in %s by a run that ended; resuming it", meta["name"], video_dir.parent.name)
-        adopted.append(Claim(video_dir, meta["name"], meta["size"], meta["sha256"], meta["claimed_at"], adopted=True))
+    for video_dir in due_orphans(data_root):
+        try:
+            if (item := _adopt(data_root, video_dir)) is not None:
+                adopted.append(item)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("%s cannot be resumed; moving it to failed/ as it is", video_dir)
+            _give_up(data_root, video_dir, f"konspekt could not resume it ({type(exc).__name__}: {exc})")
     return adopted
+
+
+def _adopt(data_root: Path, video_dir: Path) -> Claim | None:
+    if not _sources(video_dir) and not record_path(video_dir).is_file():
+        if not any(p.is_file() for p in video_dir.rglob("*")):  # claim died before the move: nothing there
+            _discard(video_dir)
+            return None
+    record = _record(video_dir)
+    if record.get("adopted", 0) >= MAX_ADOPTIONS:
+        outcome = finalize(data_root, video_dir, give_up=True)
+        log.error("%s: tried %d times; finalized as %s", printable(record["name"]), record["adopted"],
+                  outcome.destination)
+        return None
+    record["adopted"] = record.get("adopted", 0) + 1
+    if record.pop("held", None):
+        log.warning("%s: retrying it after a failure outside the file", printable(record["name"]))
+    else:
+        log.warning("%s: left in %s by a run that ended; resuming it", printable(record["name"]),
+                    video_dir.parent.name)
+    write_json(record_path(video_dir), record)
+    return Claim(video_dir, record["name"], record["size"], record["sha256"], record["claimed_at"], adopted=True)
+
+
+def _give_up(data_root: Path, video_dir: Path, reason: str) -> None:
+    """Last resort for an orphan that cannot be finalized: the whole folder to failed/, with the reason."""
+    try:
+        dest = unique_dir(data_root / "failed", display_name(video_dir.name))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(video_dir, dest)
+        record_path(video_dir).unlink(missing_ok=True)
+        _write_error(dest, {"file": None, "stage": "claim", "reason": reason,
+                            "hint": "the original file is in source/; drop it into input/ again"})
+        _remove_if_empty(video_dir.parent)
+    except OSError:
+        log.exception("%s could not be moved to failed/ either; it is left for a person to look at", video_dir)
 
 
 @dataclass
 class Outcome:
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" (in failed/) | "held" (kept in processing/ for a later run)
     name: str
     destination: str
     reason: str | None = None
     stage: str | None = None
+    hint: str | None = None
 
 
 def stage_results(video: VideoDir) -> dict[str, StageResult]:
-    return {s: StageResult.load(video.result_path(s)) for s in STAGES if video.result_path(s).is_file()}
+    """Each stage's result file, as far as it is readable; one a stage container spoilt counts as missing."""
+    results = {}
+    for stage in STAGES:
+        path = video.result_path(stage)
+        try:
+            if stat.S_ISREG(_lstat_mode(path)) and path.stat().st_size <= RESULT_BYTES:
+                results[stage] = StageResult.load(path)
+        except (OSError, ValueError, TypeError):
+            continue
+    return results
 
 
-def first_problem(results: dict[str, StageResult]) -> tuple[str, str] | None:
-    """(stage, reason) of the first stage that did not finish ok, in run order."""
+def first_problem(results: dict[str, StageResult]) -> tuple[str, str, str] | None:
+    """(stage, status, reason) of the first stage that did not finish ok, in run order."""
     for stage in STAGES:
         result = results.get(stage)
         if result is None:
-            return stage, f"the {stage} stage did not run to completion (see its task log)"
+            return stage, STATUS_ERROR, f"the {stage} stage did not run to completion (see its task log)"
         if result.status != STATUS_OK:
-            return stage, result.message or result.status
+            return stage, result.status, " ".join(str(result.message or result.status).split())[:2000]
     return None
 
 
-def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False) -> Outcome:
-    """Publish a processed video to ``output/``, or quarantine it in ``failed/``. Safe to retry."""
+def outside_hint(reason: str) -> str:
+    """What to do about a failure that is not the file's fault."""
+    if "warm" in reason or "not in the cache" in reason:
+        what = "download the model first (the warm-up: `make warm-cache`, or `docker compose run --rm models`)"
+    else:
+        what = "fix the cause in the message (a missing model, a full disk, too little memory, a bug)"
+    return f"the file itself was not found to be bad: {what}"
+
+
+def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False, hold_seconds: float = 0.0,
+             give_up: bool = False) -> Outcome:
+    """Publish a processed video to ``output/``, quarantine a bad one in ``failed/``, or hold it. Safe to retry.
+
+    A stage that judged the file bad (exit 2) sends it to ``failed/``. A failure outside the
+    file (a crash, a missing model, a full disk, a stage that never finished) holds the video in
+    ``processing/`` for ``hold_seconds``; a later run then takes it over and retries, until it was
+    taken :data:`MAX_ADOPTIONS` times (``give_up``), when it goes to ``failed/`` with what to fix.
+
+    Only the claim's record (which no stage container can write) says what the file is and
+    where it goes; a name is one path component, and only regular files are moved.
+    """
     data_root, video = Path(data_root), VideoDir(video_dir)
-    plan_file = video.path / "finalize.json"
     if not video.path.is_dir():
         raise FileNotFoundError(f"{video.path} does not exist: was it finalized already?")
-    meta = video.meta
+    record = _record(video.path)
+    name = record["name"]
     results = stage_results(video)
     problem = first_problem(results)
-    if plan_file.is_file():  # a retry after a crash mid-finalize keeps the first decision
-        plan = read_json(plan_file)
-    else:
-        parent = data_root / ("failed" if problem else "output")
-        plan = {"status": "failed" if problem else "ok",
-                "destination": str(unique_dir(parent, display_name(Path(meta["name"]).stem)).relative_to(data_root))}
-        write_json(plan_file, plan)
-    dest = data_root / plan["destination"]
+    plan = record.get("plan")
+    if plan is None:
+        if problem and problem[1] != STATUS_BAD_INPUT and not give_up:
+            return _hold(video.path, record, problem, hold_seconds)
+        parent = "failed" if problem else "output"
+        folder = unique_dir(data_root / parent, display_name(Path(name).stem))
+        plan = {"status": "failed" if problem else "ok", "destination": f"{parent}/{folder.name}"}
+        record["plan"] = plan
+        write_json(record_path(video.path), record)
+    parent, _, folder = plan["destination"].partition("/")
+    if parent not in ("output", "failed") or not _one_component(folder):
+        raise ValueError(f"{record_path(video.path)}: {plan['destination']!r} is not a folder of output/ or failed/")
+    dest = data_root / parent / folder
     dest.mkdir(parents=True, exist_ok=True)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest = build_manifest(meta, results, plan["status"], now)
-
+    facts = {k: record[k] for k in ("name", "size", "sha256", "claimed_at", "adopted") if k in record}
+    manifest = build_manifest(facts, results, plan["status"], now)
+    source = video.path / "source" / name
+    hint = None
     if problem:
-        stage, reason = problem
-        write_json(dest / "error.json", {"file": meta["name"], "stage": stage, "reason": reason, "failed_at": now,
-                                          "hint": "fix the file and drop it into input/ again",
-                                          **{k: meta[k] for k in ("size", "sha256", "claimed_at") if k in meta}})
+        stage, status, reason = problem
+        hint = BAD_FILE_HINT if status == STATUS_BAD_INPUT else outside_hint(reason) + "; then drop it into input/ again"
+        _write_error(dest, {"file": name, "stage": stage, "reason": reason, "failed_at": now, "hint": hint,
+                            **{k: facts[k] for k in ("size", "sha256", "claimed_at") if k in facts}})
         write_json(dest / "manifest.json", manifest)
-        _move(video.path / meta["source"], dest / meta["name"])
+        _move(source, dest / name)
     else:
         for item in sorted(video.path.iterdir()):
-            if item.name in DELIVERABLES_SKIPPED or item.name.startswith("."):
+            if item.name not in DELIVERABLES or not stat.S_ISREG(_lstat_mode(item)):
                 continue
             if item.name in BYPRODUCTS and not keep_byproducts:
                 continue
             _move(item, dest / item.name)
         write_json(dest / "manifest.json", manifest)
-        archive = data_root / "processed" / video.path.parent.name / meta["name"]
-        _move(video.path / meta["source"], archive)
-    shutil.rmtree(video.path)
-    _remove_if_empty(video.path.parent)
-    return Outcome(plan["status"], meta["name"], plan["destination"],
-                   problem[1] if problem else None, problem[0] if problem else None)
+        _move(source, data_root / "processed" / video.path.parent.name / name)
+    _discard(video.path)
+    return Outcome(plan["status"], name, plan["destination"], problem[2] if problem else None,
+                   problem[0] if problem else None, hint)
+
+
+def _hold(video_dir: Path, record: dict, problem: tuple[str, str, str], hold_seconds: float) -> Outcome:
+    stage, _, reason = problem
+    hint = outside_hint(reason)
+    until = time.time() + hold_seconds
+    record["held"] = {"stage": stage, "reason": reason, "hint": hint, "until": until,
+                      "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(record_path(video_dir), record)
+    tries = f"try {record.get('adopted', 0) + 1} of {MAX_ADOPTIONS + 1}"
+    return Outcome("held", record["name"], str(video_dir.parent.name + "/" + video_dir.name), reason, stage,
+                   f"{hint}; it waits in processing/ and a later run retries it ({tries})")
 
 
 def build_manifest(meta: dict, results: dict[str, StageResult], status: str, finished_at: str) -> dict:
@@ -297,6 +560,39 @@ def _move(src: Path, dst: Path) -> None:
         return  # moved by an earlier try
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.replace(src, dst) if not dst.is_dir() else shutil.move(str(src), str(dst))
+
+
+def _write_error(dest: Path, error: dict) -> None:
+    write_json(dest / "error.json", {k: printable(v) if isinstance(v, str) else v for k, v in error.items()})
+
+
+def _discard(video_dir: Path) -> None:
+    """Remove a claim's working folder and its record (after its file has been moved out)."""
+    shutil.rmtree(video_dir, ignore_errors=True)
+    record_path(video_dir).unlink(missing_ok=True)
+    _remove_if_empty(video_dir.parent)
+
+
+def _remove_emptied_folders(input_dir: Path, entries: list[Entry], stable_seconds: float) -> None:
+    """Dropped folders that claim emptied, deepest first; one a copy may still fill (fresh) is kept."""
+    folders = {p for e in entries for p in e.path.parents if input_dir in p.parents}
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            if time.time() - folder.lstat().st_mtime >= stable_seconds and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:
+            pass
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return path.lstat().st_mode
+    except OSError:
+        return 0
+
+
+def _is_dir(path: Path) -> bool:
+    return stat.S_ISDIR(_lstat_mode(path))
 
 
 def _remove_if_empty(path: Path) -> None:

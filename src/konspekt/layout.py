@@ -74,7 +74,17 @@ def write_text(target: Path, text: str) -> Path:
 
 
 def write_json(target: Path, data: Any) -> Path:
-    return write_text(target, json.dumps(to_jsonable(data), ensure_ascii=False, indent=2) + "\n")
+    text = json.dumps(to_jsonable(data), ensure_ascii=False, indent=2)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (a lone surrogate): keep it as a \\u escape
+        text = json.dumps(to_jsonable(data), ensure_ascii=True, indent=2)
+    return write_text(target, text + "\n")
+
+
+def printable(name: str) -> str:
+    """A name as text that any log, PDF or JSON can hold: bytes that are not UTF-8 become \ufffd."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def read_json(path: Path) -> Any:
@@ -101,11 +111,11 @@ class VideoDir:
 
     @property
     def name(self) -> str:
-        return self.meta["name"]
+        return printable(self.meta["name"])
 
     @property
     def title(self) -> str:
-        return Path(self.meta["name"]).stem
+        return printable(Path(self.meta["name"]).stem)
 
     audio = property(lambda self: self.path / "audio.wav")
     transcript_json = property(lambda self: self.path / "transcript.json")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from konspekt import __version__, freshness
-from konspekt.contracts import STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, StageResult
+from konspekt.contracts import EXIT_USAGE, STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, StageResult
 from konspekt.layout import VideoDir, temp_files_of, write_json
 
 
@@ -63,8 +63,16 @@ def parse_flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a wrong command line exits 64, not 2: exit 2 is reserved for a bad input file."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def make_parser(stage: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"konspekt.stages.{stage}", description=description)
+    parser = Parser(prog=f"konspekt.stages.{stage}", description=description)
     parser.add_argument("--video-dir", required=True, type=Path, help="the claimed video's working folder")
     # `--force` alone, or `--force true|false` so that a DAG can pass its Param through as is
     parser.add_argument("--force", nargs="?", const=True, default=False, type=parse_flag, metavar="BOOL",

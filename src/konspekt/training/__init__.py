@@ -29,7 +29,7 @@ from typing import Any
 
 from konspekt.contracts import STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, StageResult
 from konspekt.layout import read_json, write_json
-from konspekt.stage import BadInput
+from konspekt.stage import BadInput, Parser
 
 SAMPLE_RATE = 16_000
 METRIC_FIELDS = ["time", "kind", "step", "epoch", "loss", "lr", "samples_per_s", "wer"]
@@ -123,7 +123,7 @@ def step_main(step: str, description: str, configure: Callable[[argparse.Argumen
     """Build a step's ``main(argv)``: parse, run ``fn(run, args) -> details``, report by the stage contract."""
 
     def main(argv: Sequence[str] | None = None) -> int:
-        parser = argparse.ArgumentParser(prog=f"konspekt.training.{step}", description=description)
+        parser = Parser(prog=f"konspekt.training.{step}", description=description)
         parser.add_argument("--run-dir", required=True, type=Path, help="<data root>/train_runs/<run id>")
         configure(parser)
         args = parser.parse_args(argv)

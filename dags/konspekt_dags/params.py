@@ -1,0 +1,76 @@
+"""Checks of the Params a person types when triggering a run: they are input too.
+
+A run checks its Params first (the ``check_params`` task) and stops with a plain message
+before it touches any file. The rules: a model is a name or hub id (``small``,
+``openai/whisper-small``), or a folder under the data root's ``models/`` or the model cache;
+a dataset is one folder name under ``train/``; no value may start with ``-`` (it would read
+as an option) or climb out of its folder with ``..``. The configured defaults (settings) are
+the operator's own choice and always pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, settings
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+FOLDER = re.compile(r"[\w][\w .()+-]{0,127}")  # one folder name: letters (any script), digits, spaces
+LANGUAGE = re.compile(r"auto|[a-z]{2,3}")
+
+
+class BadParam(ValueError):
+    """A Param that cannot be used; the message says which and why, in plain words."""
+
+
+def model_roots() -> list[PurePosixPath]:
+    """Where a model given as a path may live, as the task containers and this process see them."""
+    return [PurePosixPath(p) for p in (f"{CONTAINER_DATA}/models", CONTAINER_CACHE,
+                                       f"{settings.data_root}/models", str(settings.cache_dir))]
+
+
+def check_model(param: str, value: Any, default: str = "") -> None:
+    if not isinstance(value, str) or not value:
+        raise BadParam(f"{param} must be a model name or folder, not {value!r}")
+    if value == default:
+        return
+    if value.startswith("/"):
+        path = PurePosixPath(value)
+        if ".." not in path.parts and any(path.is_relative_to(root) and path != root for root in model_roots()):
+            return
+        raise BadParam(f"{param}={value!r}: a model folder must be under {CONTAINER_DATA}/models/ or the "
+                       f"model cache ({CONTAINER_CACHE}/)")
+    if not HUB_ID.fullmatch(value) or ".." in value:
+        raise BadParam(f"{param}={value!r} is not a model name (such as small, large-v3 or org/model) or a folder")
+
+
+def check_language(param: str, value: Any) -> None:
+    if not isinstance(value, str) or not LANGUAGE.fullmatch(value):
+        raise BadParam(f"{param}={value!r}: use auto or a language code such as en or ru")
+
+
+def check_lecture_params(params: Mapping[str, Any]) -> None:
+    """The Params of ``lecture_to_pdf``; raises :class:`BadParam`."""
+    check_model("whisper_model", params.get("whisper_model"), settings.whisper_model)
+    check_model("summary_model", params.get("summary_model"), settings.summary_model)
+    check_language("language", params.get("language"))
+    models = params.get("summary_models") or {}
+    if not isinstance(models, Mapping):
+        raise BadParam(f"summary_models must map languages to models, such as {{\"ru\": \"org/model\"}}, not {models!r}")
+    for language, model in models.items():
+        if language != "*":
+            check_language("a summary_models key", language)
+        check_model(f"summary_models[{language!r}]", model, settings.summary_models.get(language, ""))
+
+
+def check_train_params(params: Mapping[str, Any]) -> None:
+    """The Params of ``train_asr``; raises :class:`BadParam`."""
+    dataset = params.get("dataset")
+    if not isinstance(dataset, str) or not FOLDER.fullmatch(dataset) or dataset.strip(".") == "":
+        raise BadParam(f"dataset={dataset!r} must be the name of one folder under data/train/ "
+                       "(letters, digits, spaces, . _ - ( ) +; not starting with - or .)")
+    check_model("base_model", params.get("base_model"), settings.train_base_model)
+    check_language("language", params.get("language"))
