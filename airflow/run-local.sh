@@ -8,6 +8,8 @@ VENV="${VENV:-$ROOT/.venv}"
 export PATH="$VENV/bin:$PATH"
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/airflow/home}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+# konspekt_dags importable everywhere: the triggerer imports the watch folder's trigger by its path
+export PYTHONPATH="$ROOT/dags${PYTHONPATH:+:$PYTHONPATH}"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"   # the UI listens on loopback only
 export KONSPEKT_RUNNER="${KONSPEKT_RUNNER:-local}"
@@ -22,6 +24,6 @@ if [ ! -f "$AIRFLOW_HOME/airflow.db" ]; then
 fi
 # The pools the stage tasks queue for, sized from the KONSPEKT_* settings (a scheduler never
 # starts a task whose pool is missing).
-PYTHONPATH="$ROOT/dags${PYTHONPATH:+:$PYTHONPATH}" python -m konspekt_dags.pools >"$AIRFLOW_HOME/pools.log" 2>&1 \
+python -m konspekt_dags.pools >"$AIRFLOW_HOME/pools.log" 2>&1 \
   || { cat "$AIRFLOW_HOME/pools.log"; exit 1; }
 exec "$@"

@@ -89,6 +89,15 @@ IGNORED = {  # each holds a playable clip, so claiming one by mistake would show
     "dotfile": ".hidden.mp4",
 }
 RENAMED = "lecture.mp4.part"  # renamed to lecture.mp4 before the second run
+# Names that once crashed claim or finalize: each becomes its report, in the output folder named here
+# (the name as claimed -> output/<folder>). Each holds hello.mp4 with its own title, so no two are alike.
+AWKWARD = {
+    "not-utf8": (os.fsdecode(b"caf\xe9 lecture.mp4"), os.fsdecode(b"caf\xe9 lecture.mp4"), "caf\ufffd lecture"),
+    "255-bytes": ("\u043b" * 125 + ".mp4", "\u043b" * 125 + ".mp4", "\u043b" * 100),  # 254 bytes; folders keep 200
+    "alike-1": ("a b.mp4", "a b.mp4", "a b"),  # both slug to a_b
+    "alike-2": ("a_b.mp4", "a_b.mp4", "a_b"),
+    "in-a-dropped-folder": ("course/intro.mp4", "course - intro.mp4", "course - intro"),
+}
 
 
 def sha256(path: Path) -> str:
@@ -139,6 +148,9 @@ def make_drop(media: Path, lecture_mp4: Path, silent_video: Path) -> dict[str, P
     files["hello.mp4"] = speak(SPOKEN["short"], media / "hello.mp4")
     for name in IGNORED.values():
         files[name] = files["hello.mp4"]
+    for key, (name, _, _) in AWKWARD.items():
+        ffmpeg("-i", str(files["hello.mp4"]), "-c", "copy", "-metadata", f"title={key}", str(media / f"{key}.mp4"))
+        files[name] = media / f"{key}.mp4"
     # The download's bytes differ from hello.mp4's (only its title): identical bytes already
     # published would be archived as a duplicate rather than processed again.
     ffmpeg("-i", str(files["hello.mp4"]), "-c", "copy", "-metadata", "title=download", str(media / "download.mp4"))
@@ -174,6 +186,7 @@ def drop(tmp_path_factory, lecture_mp4, silent_video, tiny_en_model) -> Drop:
     (data / "input").mkdir(parents=True)
     files = make_drop(tmp_path_factory.mktemp("bad-inputs-media"), lecture_mp4, silent_video)
     for name, source in files.items():
+        (data / "input" / name).parent.mkdir(exist_ok=True)
         shutil.copy(source, data / "input" / name)
     hashes = {name: sha256(data / "input" / name) for name in files}
     first = run_dag(base, data, tiny_en_model, 1)
@@ -205,6 +218,20 @@ def test_accepted_file_becomes_a_report(drop, case):
     assert all(s["status"] == "ok" for s in manifest["stages"].values())
     archived = [sha256(p) for p in (drop.data / "processed").glob(f"*/{glob.escape(case.file)}")]
     assert drop.hashes[case.file] in archived  # the original, untouched
+
+
+@pytest.mark.parametrize("dropped, claimed, folder", AWKWARD.values(), ids=AWKWARD.keys())
+def test_awkward_names_each_become_a_report(drop, dropped, claimed, folder):
+    out = drop.data / "output" / folder
+    assert (out / "report.pdf").is_file(), sorted(p.name for p in (drop.data / "output").iterdir())
+    assert word_error_rate(SPOKEN["short"], (out / "transcript.txt").read_text()) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert os.fsencode(manifest["video"]["name"]) == os.fsencode(claimed)
+    [archived] = (drop.data / "processed").glob(f"*/{glob.escape(claimed)}")
+    assert sha256(archived) == drop.hashes[dropped]  # the original bytes, under its own (byte) name
+    text = subprocess.run(["pdftotext", str(out / "report.pdf"), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    assert folder[:20] in text  # the title page shows the name as text
 
 
 def test_several_audio_streams_use_the_first_and_report_it(drop):
@@ -242,7 +269,7 @@ def test_temp_and_hidden_files_stay_untouched_in_input(drop, name):
 
 
 def test_only_the_ignored_files_are_left(drop):
-    left = sorted(p.name for p in (drop.data / "input").iterdir())
+    left = sorted(p.name for p in (drop.data / "input").iterdir())  # the emptied folder is gone too
     assert left == sorted(n for n in IGNORED.values() if n != RENAMED)
     assert not any((drop.data / "processing").iterdir())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -330,3 +331,25 @@ def test_notebook_transcribes_with_the_exported_model(pipeline, exported, monkey
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "without_timestamps" in printed and "WER:" in printed
     assert printed.split("hypothesis:")[1].split("\n")[0].strip(), printed  # it heard something
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-checkpoint",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    import pickle
+
+    import torch
+
+    from konspekt.training.train import load_checkpoint, save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    good = save_checkpoint(tmp_path, {"step": 3, "model": {"w": torch.ones(2)}, "rng": {"python": (3, (1, 2), None)}}, 2)
+    assert load_checkpoint(good)["step"] == 3
+    evil = tmp_path / "step-0000009.pt"
+    torch.save({"step": 9, "model": _RunsCode()}, evil)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(evil)
+    assert not (tmp_path / "pwned-by-checkpoint").exists()

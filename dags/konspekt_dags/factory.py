@@ -163,7 +163,9 @@ def work_mounts(stage: str, command: list[str]) -> list[Any]:
 
 
 def _host_path(path: str) -> str:
-    """A container path under /data as the Docker daemon sees it."""
+    """A container path under /data as the Docker daemon sees it (datasets may live elsewhere)."""
+    if _inside(path, "train"):
+        return f"{settings.train_source.rstrip('/')}/{PurePosixPath(path).relative_to(CONTAINER_TRAIN_DATA)}"
     relative = PurePosixPath(path).relative_to(CONTAINER_DATA).as_posix()
     return f"{settings.data_mount_source.rstrip('/')}/{relative}"
 

@@ -116,6 +116,13 @@ def save_checkpoint(folder: Path, state: dict, keep: int) -> Path:
     return path
 
 
+def load_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """A checkpoint is data (tensors, numbers): ``weights_only`` refuses one that would run code when unpickled."""
+    import torch
+
+    return torch.load(path, map_location=device, weights_only=True)
+
+
 def rng_state() -> dict:
     import torch
 
@@ -205,7 +212,7 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:  # noqa: C901 - one trai
     step = 0
     checkpoint = latest_checkpoint(run.checkpoints)
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
