@@ -12,8 +12,10 @@ It needs the engine and the images, so it runs only when asked:
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -208,3 +210,41 @@ def test_a_stage_container_cannot_change_the_users_file(docker_api, tmp_path):
     assert (video / "written.txt").is_file()
     assert [p.name for p in (video / "source").iterdir()] == ["lecture.mp4"]
     assert (video / "source" / "lecture.mp4").read_bytes() == b"the user's bytes"
+
+
+VISIBILITY_PROBE = """
+import os, sys
+seen = sorted(os.path.join(d, n) for d, dirs, files in os.walk("/data") for n in dirs + files)
+print("SEEN " + repr(seen))
+"""
+
+
+def test_a_stage_container_sees_only_its_own_video(docker_api, tmp_path):
+    """On the real engine: of the data root, a stage container sees its own video's folder and nothing else:
+    not another user's upload, input/, failed/, train/ or models/."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the data root is handed to uid 1000, as the task containers run")
+    data = tmp_path / "data"
+    video = data / "processing" / "c1" / "lecture"
+    (video / "source").mkdir(parents=True)
+    (video / "source" / "lecture.mp4").write_bytes(b"mine")
+    for other in ("processing/c2/other/source/theirs.mp4", "input/next.mp4", "failed/bad/bad.mp4",
+                  "train/set/metadata.csv", "models/run/ct2/model.bin", "processed/c0/old.mp4"):
+        (data / other).parent.mkdir(parents=True, exist_ok=True)
+        (data / other).write_bytes(b"not for this stage")
+    chown_tree(data, TASK_UID, TASK_GID)
+    script = (f"from konspekt_dags.factory import stage_task\n"
+              f"op = stage_task('render_pdf', '/data/processing/c1/lecture')\n"
+              f"op.command = ['python', '-c', {VISIBILITY_PROBE!r}, '--video-dir', '/data/processing/c1/lecture']\n"
+              f"op.execute({{}})\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "dags"), AIRFLOW_HOME=str(tmp_path / "airflow"),
+               KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=docker_api.url,
+               KONSPEKT_DATA_ROOT=str(data), KONSPEKT_DATA_MOUNT_SOURCE=str(data),
+               KONSPEKT_CACHE_DIR=str(tmp_path), KONSPEKT_CACHE_MOUNT_SOURCE=str(tmp_path),
+               KONSPEKT_DOCKER_USER=f"{TASK_UID}:{TASK_GID}")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "SEEN " in log, log[-3000:]
+    seen = ast.literal_eval(re.search(r"SEEN (\[[^\]]*\])", log).group(1))
+    assert seen == ["/data/processing", "/data/processing/c1", "/data/processing/c1/lecture",
+                    "/data/processing/c1/lecture/source", "/data/processing/c1/lecture/source/lecture.mp4"], seen
