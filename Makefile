@@ -26,7 +26,7 @@ help:
 	@echo "make compose-down  take the stack down (images and database kept)"
 	@echo "make compose-e2e the stack up, then browser/watch-folder/training/restart tests against it (root; CI)"
 	@echo "make test-concurrency  twenty videos at once through a real scheduler; pools bound the stages (~6 min)"
-	@echo "make bench       benchmarks, not tests (~50 min): 1, 10, 60 min lectures, throughput, detection; BENCH_ARGS=\"--lengths 1,10 --docker tcp://127.0.0.1:2375\""
+	@echo "make bench       benchmarks, not tests (~50 min): 1, 10, 60 min lectures, throughput, detection; BENCH_ARGS=\"--lengths 1,10 --docker unix:///var/run/docker.sock\""
 
 system-deps:
 	@missing=""; for b in ffmpeg ffprobe espeak-ng pdftotext; do command -v $$b >/dev/null || missing=1; done; \

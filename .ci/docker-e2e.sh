@@ -6,9 +6,10 @@
 #
 # Nothing is pulled from a registry: the base image is built with debootstrap and imported,
 # and image builds reach only Debian's archive and PyPI (plus local torch wheels).
-# dockerd listens on a unix socket and on tcp://127.0.0.1:2375 (standing in for docker-proxy);
-# when this script started it (.ci/dockerd.sh), it stops it by its PID file on exit. /var/lib/docker keeps the base
-# image and every layer between runs, so a rerun without changes builds nothing.
+# dockerd listens on the unix socket /var/run/docker.sock only (0660 root:root, no TCP port: see
+# .ci/dockerd.sh), standing in for docker-proxy; when this script started it, it stops it by its PID
+# file on exit. /var/lib/docker keeps the base image and every layer between runs, so a rerun without
+# changes builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -18,7 +19,7 @@ phase() { local now; now=$(date +%s); echo "[docker-e2e] $1: $((now - PHASE_STAR
 
 VENV="${VENV:-$ROOT/.venv}"
 CACHE_ROOT="${KONSPEKT_CI_CACHE:-/var/cache/konspekt-ci}"
-DOCKER_URL=tcp://127.0.0.1:2375
+DOCKER_URL=unix:///var/run/docker.sock
 BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-base:bookworm}"
 TORCH_WHEELS="${KONSPEKT_CI_TORCH_WHEELS:-/opt/wheels}"
 PIDFILE=/var/run/konspekt-ci-dockerd.pid
@@ -30,8 +31,9 @@ export DOCKER_HOST=$DOCKER_URL
 bash .ci/need.sh "$LOG_DIR/apt.log" dockerd=docker.io debootstrap=debootstrap docker-compose=docker-compose
 phase "packages"
 
-# 2. The engine: reuse one that already answers on 127.0.0.1:2375, else start our own (.ci/dockerd.sh,
-#    by its PID file, which the restart test also uses to stop and restart it).
+# 2. The engine: reuse ours (by its PID file) or the machine's own root-only one on the socket, else
+#    start ours (.ci/dockerd.sh; the restart test also uses it to stop and restart it). A daemon on
+#    a TCP port is never used: anyone on this machine could have started it.
 STARTED_DOCKERD=
 CLEANUP_FILES=()
 cleanup() {
@@ -88,11 +90,12 @@ docker-compose --env-file "$envfile" -f docker-compose.yml config -q
 echo "[docker-e2e] docker-compose config: valid"
 phase "compose"
 
-# 6. The DAG in docker mode against the engine.
+# 6. The DAG in docker mode against the engine (the DockerOperator on the unix socket), and the engine's
+#    own checks (tests/test_ci_engine.py: the socket is root-only, dockerd listens on no TCP port).
 #    The restart test stops and restarts the engine only when this script started it (STARTED_DOCKERD).
 KONSPEKT_DOCKER_E2E=1 KONSPEKT_DOCKER_URL=$DOCKER_URL HF_HUB_OFFLINE=1 VENV="$VENV" \
   KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" \
   KONSPEKT_CI_DOCKERD_OURS="${STARTED_DOCKERD:-0}" \
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_e2e_docker.py \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_ci_engine.py tests/test_e2e_docker.py \
   tests/test_train_dag.py::test_train_dag_end_to_end_in_docker_mode tests/test_e2e_docker_restart.py ${PYTEST_ARGS:-}
 phase "docker e2e"

@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detection", type=int, default=6, metavar="N",
                    help="time N drops in standalone Airflow: landing -> first stage start")
     p.add_argument("--docker", default="", metavar="URL",
-                   help="also time the task containers on this engine (tcp://127.0.0.1:2375; images built; root)")
+                   help="also time the task containers on this engine (unix:///var/run/docker.sock; images built; root)")
     p.add_argument("--skip", default="", help="comma list of: stages, ab, e2e, parse")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))

@@ -254,10 +254,8 @@ def test_docker_stage_tasks_hand_the_claimed_folder_to_the_task_user(monkeypatch
     (video / "video.json").write_text("{}")
     os.chmod(video / "video.json", 0o600)
 
-    class Task:
-        command = ["python", "-m", "konspekt.stages.extract_audio", "--video-dir", "/data/processing/c1/talk"]
-
-    factory.hand_over_video_dir({"task": Task()})
+    command = ["python", "-m", "konspekt.stages.extract_audio", "--video-dir", "/data/processing/c1/talk"]
+    factory.work_mounts("extract_audio", command)  # the task's mounts, worked out when it runs
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in (video, video / "source", video / "video.json")}
     assert owners == {(1000, 1000)}
     assert (tmp_path / "processing").stat().st_uid == 0  # only the video's own folder changes hands
@@ -274,3 +272,112 @@ def test_airflow_init_creates_the_pools_the_stage_tasks_queue_for(compose):
     assert pools > next(i for i, line in enumerate(lines) if line == "airflow db migrate")  # after migrate
     dockerfile = (ROOT / "images" / "airflow" / "Dockerfile").read_text()
     assert "COPY --chown=airflow:0 dags/ /opt/airflow/dags/" in dockerfile
+
+
+# --- the Fernet key: never empty, generated once, the same in every Airflow service ------------------
+
+AIRFLOW_BIN = Path(sys.executable).parent  # the venv running the tests has Airflow
+READ_KEY = ("from airflow.configuration import conf; from airflow.models.crypto import get_fernet; "
+            "print('fernet_key=%s encrypts=%s' % (conf.get('core', 'fernet_key'), get_fernet().is_encrypted))")
+
+
+def airflow_services(services: dict) -> dict:
+    """The services that run Airflow: every one reads the shared airflow.cfg (AIRFLOW_CONFIG)."""
+    return {name: s for name, s in services.items() if (s.get("environment") or {}).get("AIRFLOW_CONFIG")}
+
+
+def test_every_airflow_service_reads_the_one_persisted_fernet_key(compose, example_env):
+    """An empty AIRFLOW__CORE__FERNET_KEY beats airflow.cfg's key, and Airflow then stores connection
+    passwords unencrypted: no service may set it; each reads the key airflow-init keeps in airflow.cfg."""
+    services = airflow_services(compose["services"])
+    assert {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+            "airflow-triggerer", "models", "doctor"} <= set(services)
+    for name, service in services.items():
+        env = service["environment"]
+        assert not [k for k in env if k.startswith("AIRFLOW__CORE__FERNET_KEY")], name
+        assert env["AIRFLOW_CONFIG"] == "/opt/airflow/config/airflow.cfg", name
+        assert volumes(service)["/opt/airflow/config"] == "./airflow/config", name  # on the host: survives restarts
+        assert ("KONSPEKT_FERNET_KEY" in env) == (name == "airflow-init"), name  # .env's key reaches init only
+    raw = compose["raw"]["services"]["airflow-init"]["environment"]["KONSPEKT_FERNET_KEY"]
+    assert raw == "${AIRFLOW_FERNET_KEY:-}" and example_env["AIRFLOW_FERNET_KEY"] == ""  # optional
+
+
+def init_parts(compose) -> tuple[str, str]:
+    """airflow-init's Fernet-key lines: (after `airflow config list` up to the chown, after `db migrate`)."""
+    env = dict(env_file(ROOT / ".env.example"), AIRFLOW_ADMIN_PASSWORD="x")
+    lines = interpolate(compose["raw"]["services"]["airflow-init"]["command"][-1], env).splitlines()
+    stripped = [line.strip() for line in lines]
+    start = next(i for i, line in enumerate(stripped) if line.startswith("airflow config list"))
+    stop = next(i for i, line in enumerate(stripped) if i > start and line.startswith("chown -R"))
+    migrate = stripped.index("airflow db migrate")
+    admin = next(i for i, line in enumerate(stripped) if i > migrate and line.startswith("# the admin"))
+    return "\n".join(lines[start:stop]), "\n".join(lines[migrate + 1:admin])
+
+
+@pytest.mark.skipif(not (AIRFLOW_BIN / "airflow").exists(), reason="Airflow is not installed in this venv")
+def test_airflow_init_generates_a_fernet_key_once_and_every_service_uses_it(compose, tmp_path):
+    """airflow-init's own lines, run with the real Airflow CLI on a temporary airflow.cfg: a first start
+    with no AIRFLOW_FERNET_KEY gets a random key, a restart keeps it, every service's environment
+    makes Airflow encrypt with it; a key set later in .env takes over (old data re-encrypted by
+    rotate-fernet-key), and a malformed one stops the start."""
+    first, after_migrate = init_parts(compose)
+    cfg = tmp_path / "config" / "airflow.cfg"
+    cfg.parent.mkdir()
+    fake = tmp_path / "fake-bin"  # `airflow` for the lines after `db migrate`: records what it was asked
+    fake.mkdir()
+    (fake / "airflow").write_text(f"#!/bin/sh\necho \"$*\" >>{tmp_path / 'airflow-calls'}\n")
+    (fake / "airflow").chmod(0o755)
+    base = {"PATH": f"{AIRFLOW_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+            "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW_CONFIG": str(cfg),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    init_env = {k: v for k, v in compose["services"]["airflow-init"]["environment"].items()
+                if "FERNET" in k}
+
+    def init(part: str, fernet_key: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(base, **init_env)
+        if fernet_key is not None:
+            env["KONSPEKT_FERNET_KEY"] = fernet_key
+        if path:
+            env["PATH"] = f"{path}:{env['PATH']}"
+        return subprocess.run(["bash", "-c", "set -e\n" + part], env=env, capture_output=True, text=True,
+                              timeout=180)
+
+    def keys() -> list[str]:
+        return re.search(r"^fernet_key *= *(.*)$", cfg.read_text(), re.M).group(1).split(",")
+
+    def seen_by_the_services() -> set[tuple[str, str]]:
+        """(key, encrypts?) as each Airflow service's environment makes Airflow read it."""
+        seen = set()
+        envs = {tuple(sorted((k, v) for k, v in s["environment"].items() if k.startswith("AIRFLOW__CORE__FERNET")))
+                for s in airflow_services(compose["services"]).values()}
+        for fernet_env in envs:
+            proc = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", READ_KEY], env=dict(base, **dict(fernet_env)),
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            seen.add(re.search(r"^fernet_key=(\S*) encrypts=(\w+)$", proc.stdout, re.M).groups())
+        return seen
+
+    from cryptography.fernet import Fernet
+
+    proc = init(first)  # the first start: .env has no key
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    generated = keys()
+    assert len(generated) == 1 and Fernet(generated[0])  # a valid random key, in the shared airflow.cfg
+    assert generated[0] not in proc.stdout + proc.stderr  # never in the log
+    assert seen_by_the_services() == {(generated[0], "True")}  # every service: this key, encrypting
+    assert init(first).returncode == 0 and keys() == generated  # a restart keeps it
+
+    chosen = Fernet.generate_key().decode()  # the user sets AIRFLOW_FERNET_KEY in .env later
+    assert init(first, chosen).returncode == 0
+    assert keys() == [chosen, generated[0]]  # the new key encrypts; the old one still decrypts
+    assert init(after_migrate, path=str(fake)).returncode == 0
+    assert (tmp_path / "airflow-calls").read_text().split() == ["rotate-fernet-key"]
+    assert keys() == [chosen]  # everything re-encrypted: the old key is gone
+    assert seen_by_the_services() == {(chosen, "True")}
+    assert init(first, chosen).returncode == 0 and keys() == [chosen]  # restarts change nothing
+    assert init(after_migrate, path=str(fake)).returncode == 0
+    assert (tmp_path / "airflow-calls").read_text().split() == ["rotate-fernet-key"]  # no second rotation
+
+    proc = init(first, "not-a-fernet-key")
+    assert proc.returncode != 0 and "AIRFLOW_FERNET_KEY" in proc.stderr
+    assert keys() == [chosen]  # a typo in .env never lands in airflow.cfg

@@ -7,7 +7,7 @@ half-copied file), but every stage runs as a DockerOperator task in its own imag
 
 It needs the engine and the images, so it runs only when asked:
 ``KONSPEKT_DOCKER_E2E=1`` (``.ci/docker-e2e.sh`` sets it after building the images).
-``KONSPEKT_DOCKER_URL`` names the daemon (default tcp://127.0.0.1:2375).
+``KONSPEKT_DOCKER_URL`` names the daemon (default unix:///var/run/docker.sock).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def image_names() -> list[str]:
 def docker_api() -> DockerAPI:
     if os.environ.get("KONSPEKT_DOCKER_E2E") != "1":
         pytest.skip("docker-mode end to end runs only with KONSPEKT_DOCKER_E2E=1 (see .ci/docker-e2e.sh)")
-    url = os.environ.get("KONSPEKT_DOCKER_URL") or "tcp://127.0.0.1:2375"
+    url = os.environ.get("KONSPEKT_DOCKER_URL") or "unix:///var/run/docker.sock"
     api = DockerAPI(url)
     try:
         api.ping()

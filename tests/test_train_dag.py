@@ -135,7 +135,7 @@ def test_train_dag_end_to_end_in_docker_mode(tmp_path):
         pytest.skip("needs root: the data root is handed to uid 1000, as the task containers run")
     from konspekt.doctor import DockerAPI, DockerError
 
-    url = os.environ.get("KONSPEKT_DOCKER_URL") or "tcp://127.0.0.1:2375"
+    url = os.environ.get("KONSPEKT_DOCKER_URL") or "unix:///var/run/docker.sock"
     image = "{}-train:{}".format(os.environ.get("KONSPEKT_IMAGE_PREFIX") or "konspekt",
                                  os.environ.get("KONSPEKT_IMAGE_TAG") or "latest")
     api = DockerAPI(url)

@@ -28,8 +28,29 @@ def to_local_arg(arg: str) -> str:
 
 
 def stage_env() -> dict[str, str]:
-    """The environment a task container would have, pointed at the local cache."""
-    env = dict(os.environ)
+    """The environment a task container would have, pointed at the local cache.
+
+    Not the worker's whole environment: in local mode that holds Airflow's secrets (the Fernet
+    key, the database URL, ``AIRFLOW_CONN_*``/``AIRFLOW_VAR_*``), ``HF_TOKEN`` and cloud
+    credentials, and a stage needs none of them (a task container gets none either: models come
+    from the cache). Only an allowlist passes: what the stages and their libraries read.
+    """
+    keep = {
+        # the process: programs (ffmpeg, espeak-ng), user, locale, time zone, temp files
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+        # Python: the interpreter's venv and imports (a second venv may run this clone's src/)
+        "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS", "LD_LIBRARY_PATH",
+        # models: offline switches and caches the stages read (src/konspekt: asr, models, whisperx)
+        "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
+        "HF_ENDPOINT", "KONSPEKT_WHISPER_CACHE", "NLTK_DATA", "MPLCONFIGDIR", "PYANNOTE_METRICS_ENABLED",
+        "TOKENIZERS_PARALLELISM", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_HOME",
+        # a model download (local mode, not offline) through this machine's proxy and CA bundle
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    }
+    # locale, GPU (NVIDIA's runtime), threads of the numeric libraries, PyTorch's allocator
+    prefixes = ("LC_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "NUMEXPR_", "PYTORCH_")
+    env = {k: v for k, v in os.environ.items() if k in keep or k.startswith(prefixes)}
     env.update(
         PYTHONUNBUFFERED="1",
         XDG_CACHE_HOME=str(settings.cache_dir),

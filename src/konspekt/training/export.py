@@ -45,7 +45,8 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
     processor = load_processor(str(run.model), args.language)
     evaluation = run.result("evaluate") if run.result_path("evaluate").is_file() else {}
     out = run.export
-    tmp = out.with_name(f".{out.name}.tmp")
+    # built inside the run's own export folder: in a task container that folder is all of models/ it can write
+    tmp = out / ".export.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(run.model, tmp / "hf")
     convert(tmp / "hf", tmp / "ct2", args.quantization)
@@ -60,8 +61,10 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
     clips = read_json(run.manifest("validation")) or read_json(run.manifest("train"))
     heard = verify(tmp / "ct2", run.path / clips[0]["audio"], inference_options(tmp / "ct2"))
     log.line(f"export: faster-whisper loads it and hears {heard[:80]!r} (reference {clips[0]['text'][:80]!r})")
-    shutil.rmtree(out, ignore_errors=True)  # a rerun replaces the previous export of this run
-    tmp.rename(out)
+    for part in ("hf", "ct2"):  # a rerun replaces the previous export of this run, a folder at a time
+        shutil.rmtree(out / part, ignore_errors=True)
+        (tmp / part).rename(out / part)
+    tmp.rmdir()
     log.line(f"export: {out / 'ct2'} ({args.quantization}) is ready: trigger lecture_to_pdf with "
              f"whisper_model={out / 'ct2'}")
     return {"ct2": str(out / "ct2"), "hf": str(out / "hf"), "marker": marker, "heard": heard}
