@@ -77,7 +77,7 @@ def check_row(dataset: Path, audio_dir: Path, row: dict[str, str], text_column: 
         if too_long(info.duration):  # before decoding: a whole lecture listed by mistake costs nothing
             return too_long(info.duration)
         target = audio_dir / (hashlib.sha1(name.encode()).hexdigest()[:16] + ".wav")
-        seconds = extract(source, target)
+        seconds = extract(source, target, info)  # as probed: the same demuxer, checked against its length
     except BadInput as exc:
         return str(exc)
     if too_long(seconds):
