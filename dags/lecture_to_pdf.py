@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 
 from konspekt_dags.factory import stage_task
+from konspekt_dags.params import check_lecture_params, check_params_task
 from konspekt_dags.sensors import InboxSensor
 from konspekt_dags.settings import settings
 
@@ -65,18 +66,6 @@ from konspekt_dags.settings import settings
     },
 )
 def lecture_to_pdf():
-    @task(retries=0, execution_timeout=timedelta(minutes=5))
-    def check_params() -> None:
-        """Stop a run whose Params cannot be used, before it touches any file."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from konspekt_dags.params import BadParam, check_lecture_params
-
-        try:
-            check_lecture_params(get_current_context()["params"])
-        except BadParam as exc:
-            raise AirflowFailException(str(exc)) from None
-
     wait_for_video = InboxSensor(
         task_id="wait_for_video",
         fs_conn_id=settings.fs_conn_id,
@@ -151,7 +140,7 @@ def lecture_to_pdf():
         audio >> text >> [summary, voice, outline] >> report >> finalize(video_dir)
 
     videos = claim()
-    check_params() >> wait_for_video >> videos
+    check_params_task(check_lecture_params) >> wait_for_video >> videos
     process.expand(video_dir=videos)
 
 

@@ -38,9 +38,10 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, dag
 
 from konspekt_dags.factory import stage_task
+from konspekt_dags.params import check_params_task, check_train_params
 from konspekt_dags.settings import CONTAINER_DATA, CONTAINER_TRAIN_DATA, settings
 
 
@@ -89,18 +90,6 @@ MODEL = ("--base-model", "{{ params.base_model }}", "--language", "{{ params.lan
     },
 )
 def train_asr():
-    @task(retries=0, execution_timeout=timedelta(minutes=5))
-    def check_params() -> None:
-        """Stop a run whose Params cannot be used (a dataset outside data/train/, ...) before any step."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from konspekt_dags.params import BadParam, check_train_params
-
-        try:
-            check_train_params(get_current_context()["params"])
-        except BadParam as exc:
-            raise AirflowFailException(str(exc)) from None
-
     def step(name: str, *args: str, **kwargs):
         return stage_task(f"training.{name}", RUN_DIR, *args, bad_input="fail", **kwargs)
 
@@ -118,7 +107,7 @@ def train_asr():
     )
     evaluate = step("evaluate", *MODEL, "--device", "{{ params.device }}", gpu=True)
     export = step("export", *MODEL)
-    check_params() >> read_data >> batches >> train >> evaluate >> export
+    check_params_task(check_train_params) >> read_data >> batches >> train >> evaluate >> export
 
 
 train_asr()

@@ -183,6 +183,25 @@ print("source/ is read-only")
 """
 
 
+def run_probe(docker_api, tmp_path: Path, data: Path, stage: str, probe: str) -> str:
+    """Run ``probe`` (Python) through the factory's operator for ``stage`` on the video processing/c1/lecture,
+    on the real engine, as the task user; its output."""
+    chown_tree(data, TASK_UID, TASK_GID)
+    script = (f"from konspekt_dags.factory import stage_task\n"
+              f"op = stage_task({stage!r}, '/data/processing/c1/lecture')\n"
+              f"op.command = ['python', '-c', {probe!r}, '--video-dir', '/data/processing/c1/lecture']\n"
+              f"op.execute({{}})\n")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'dags'}:{ROOT / 'src'}", AIRFLOW_HOME=str(tmp_path / "airflow"),
+               KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=docker_api.url,
+               KONSPEKT_DATA_ROOT=str(data), KONSPEKT_DATA_MOUNT_SOURCE=str(data),
+               KONSPEKT_CACHE_DIR=str(tmp_path), KONSPEKT_CACHE_MOUNT_SOURCE=str(tmp_path),
+               KONSPEKT_DOCKER_USER=f"{TASK_UID}:{TASK_GID}")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    return log
+
+
 def test_a_stage_container_cannot_change_the_users_file(docker_api, tmp_path):
     """The factory's operator on the real engine: the video's folder is writable, its source/ is not.
 
@@ -194,19 +213,8 @@ def test_a_stage_container_cannot_change_the_users_file(docker_api, tmp_path):
     video = data / "processing" / "c1" / "lecture"
     (video / "source").mkdir(parents=True)
     (video / "source" / "lecture.mp4").write_bytes(b"the user's bytes")
-    chown_tree(data, TASK_UID, TASK_GID)
-    script = (f"from konspekt_dags.factory import stage_task\n"
-              f"op = stage_task('extract_audio', '/data/processing/c1/lecture')\n"
-              f"op.command = ['python', '-c', {SOURCE_PROBE!r}, '--video-dir', '/data/processing/c1/lecture']\n"
-              f"op.execute({{}})\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "dags"), AIRFLOW_HOME=str(tmp_path / "airflow"),
-               KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=docker_api.url,
-               KONSPEKT_DATA_ROOT=str(data), KONSPEKT_DATA_MOUNT_SOURCE=str(data),
-               KONSPEKT_CACHE_DIR=str(tmp_path), KONSPEKT_CACHE_MOUNT_SOURCE=str(tmp_path),
-               KONSPEKT_DOCKER_USER=f"{TASK_UID}:{TASK_GID}")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "source/ is read-only" in log, log[-3000:]
+    log = run_probe(docker_api, tmp_path, data, "extract_audio", SOURCE_PROBE)
+    assert "source/ is read-only" in log, log[-3000:]
     assert (video / "written.txt").is_file()
     assert [p.name for p in (video / "source").iterdir()] == ["lecture.mp4"]
     assert (video / "source" / "lecture.mp4").read_bytes() == b"the user's bytes"
@@ -232,19 +240,8 @@ def test_a_stage_container_sees_only_its_own_video(docker_api, tmp_path):
                   "train/set/metadata.csv", "models/run/ct2/model.bin", "processed/c0/old.mp4"):
         (data / other).parent.mkdir(parents=True, exist_ok=True)
         (data / other).write_bytes(b"not for this stage")
-    chown_tree(data, TASK_UID, TASK_GID)
-    script = (f"from konspekt_dags.factory import stage_task\n"
-              f"op = stage_task('render_pdf', '/data/processing/c1/lecture')\n"
-              f"op.command = ['python', '-c', {VISIBILITY_PROBE!r}, '--video-dir', '/data/processing/c1/lecture']\n"
-              f"op.execute({{}})\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "dags"), AIRFLOW_HOME=str(tmp_path / "airflow"),
-               KONSPEKT_RUNNER="docker", KONSPEKT_DOCKER_URL=docker_api.url,
-               KONSPEKT_DATA_ROOT=str(data), KONSPEKT_DATA_MOUNT_SOURCE=str(data),
-               KONSPEKT_CACHE_DIR=str(tmp_path), KONSPEKT_CACHE_MOUNT_SOURCE=str(tmp_path),
-               KONSPEKT_DOCKER_USER=f"{TASK_UID}:{TASK_GID}")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "SEEN " in log, log[-3000:]
+    log = run_probe(docker_api, tmp_path, data, "render_pdf", VISIBILITY_PROBE)
+    assert "SEEN " in log, log[-3000:]
     seen = ast.literal_eval(re.search(r"SEEN (\[[^\]]*\])", log).group(1))
     assert seen == ["/data/processing", "/data/processing/c1", "/data/processing/c1/lecture",
                     "/data/processing/c1/lecture/source", "/data/processing/c1/lecture/source/lecture.mp4"], seen

@@ -11,9 +11,12 @@ the operator's own choice and always pass.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Any
+
+from airflow.sdk import get_current_context, task
 
 from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, settings
 
@@ -74,3 +77,20 @@ def check_train_params(params: Mapping[str, Any]) -> None:
                        "(letters, digits, spaces, . _ - ( ) +; not starting with - or .)")
     check_model("base_model", params.get("base_model"), settings.train_base_model)
     check_language("language", params.get("language"))
+
+
+def check_params_task(check: Callable[[Mapping[str, Any]], None]):
+    """A run's first task, ``check_params``: ``check`` its Params; a :class:`BadParam` fails the run with
+    its message, before any file is touched."""
+
+    @task(retries=0, execution_timeout=timedelta(minutes=5))
+    def check_params() -> None:
+        """Stop a run whose Params cannot be used (a model or dataset outside its folder, an option), first."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            check(get_current_context()["params"])
+        except BadParam as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    return check_params()
