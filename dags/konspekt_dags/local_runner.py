@@ -101,6 +101,8 @@ class LocalStageOperator(BaseOperator):
             flag = "--run-dir" if "--run-dir" in argv else "--video-dir"  # a training step, or a stage
             work_dir = Path(argv[argv.index(flag) + 1])
             stage = argv[argv.index("-m") + 1].rsplit(".", 1)[-1]
-            return json.loads((work_dir / "stages" / f"{stage}.json").read_text(encoding="utf-8"))
+            result = json.loads((work_dir / "stages" / f"{stage}.json").read_text(encoding="utf-8"))
+            # as XCom: JSON that any client can send, even when a file name in it is not UTF-8
+            return json.loads(json.dumps(result, ensure_ascii=False).encode("utf-8", "replace").decode("utf-8"))
         except (ValueError, IndexError, OSError, json.JSONDecodeError):
             return None

@@ -266,7 +266,8 @@ def _run(argv: list[str], timeout: float, source: Path) -> subprocess.CompletedP
     """Run ffprobe/ffmpeg. Stuck, killed, or failed because of this machine: a crash (retried), not bad input."""
     tool = argv[0]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout,
+                              encoding="utf-8", errors="surrogateescape")  # file names need not be UTF-8
     except subprocess.TimeoutExpired:  # killed with SIGKILL: a stuck ffmpeg ignores SIGTERM
         raise RuntimeError(f"{tool} did not finish within {timeout:.0f} s on {source.name}; it was killed") from None
     if proc.returncode < 0:
