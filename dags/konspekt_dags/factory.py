@@ -2,14 +2,16 @@
 
 A stage task runs ``python -m konspekt.stages.<stage> --video-dir /data/... [args]``;
 a training step (``stage="training.<step>"``) runs ``python -m konspekt.training.<step>
---run-dir /data/train_runs/<run> [args]`` in the ``train`` image, with the datasets
-under ``/data/train`` mounted read-only. With ``KONSPEKT_RUNNER=docker`` that argv runs in the stage's image through
-DockerOperator; with ``local`` it runs in a subprocess of the local interpreter.
-DAG files call :func:`stage_task` and never know which one they got.
+--run-dir /data/train_runs/<run> [args]`` in the ``train`` image. With ``KONSPEKT_RUNNER=docker``
+that argv runs in the stage's image through DockerOperator, which sees only the folders of the
+data root its argv names (:func:`work_paths`); with ``local`` it runs in a subprocess of the
+local interpreter. DAG files call :func:`stage_task` and never know which one they got.
+Every task gets a time limit (:func:`scale_timeout`).
 
 Exit code 2 (bad input) marks the task *skipped*, in both runners: retrying a
 broken file is pointless, and ``finalize`` (trigger rule ``all_done``) still runs,
-moves the file to ``failed/`` and fails with the reason in plain words. A training
+moves the file to ``failed/`` and fails with the reason in plain words. Any other
+failure is retried, and then held for a later run (see ``konspekt.inbox.finalize``). A training
 step passes ``bad_input="fail"``: an unusable dataset should turn the run red.
 """
 
