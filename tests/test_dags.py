@@ -264,7 +264,11 @@ class FakeDockerClient:
         return {"StatusCode": 0}
 
     def remove_container(self, container_id, **kwargs):
-        pass
+        self.removed = [*getattr(self, "removed", []), container_id]
+
+    def containers(self, all=False, filters=None):
+        self.asked = filters
+        return getattr(self, "listed", [])
 
 
 def test_the_lock_down_reaches_the_daemon(monkeypatch, tmp_path):

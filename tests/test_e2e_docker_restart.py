@@ -26,7 +26,8 @@ import pytest
 
 from conftest import airflow_env, dags_test_argv
 
-from test_e2e_docker import TASK_GID, TASK_UID, chown_tree, docker_api, docker_mode, image_names  # noqa: F401 - a fixture
+from test_e2e_docker import (  # noqa: F401 - docker_api: a fixture
+    TASK_GID, TASK_UID, chown_tree, docker_api, docker_mode, image_names, our_containers)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERD = ROOT / ".ci" / "dockerd.sh"
@@ -79,7 +80,7 @@ def restart_run(docker_api, tmp_path_factory, lecture_mp4, tiny_en_model):  # no
                       KONSPEKT_RETRIES="3")  # 20 s apart (the DAG's retry_delay)
     log_path = base / "dags-test.log"
     db = home / "airflow.db"
-    events = {}
+    events = {"before": {c["Id"] for c in our_containers(docker_api)}}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(dags_test_argv(), env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -99,6 +100,7 @@ def restart_run(docker_api, tmp_path_factory, lecture_mp4, tiny_en_model):  # no
                 proc.wait(timeout=60)
             if dockerd("running").returncode != 0:
                 dockerd("start")  # leave the engine running, as the other docker tests expect it
+    events["left"] = [c for c in our_containers(docker_api) if c["Id"] not in events["before"]]
     tries = query(db, "select task_id, state, try_number from task_instance where dag_id = 'lecture_to_pdf'")
     history = query(db, "select task_id, state, try_number from task_instance_history where dag_id = 'lecture_to_pdf'")
     return data, proc, log_path.read_text(errors="replace"), events, tries, history
@@ -120,6 +122,13 @@ def test_a_stage_failed_with_a_clear_error_and_its_retry_succeeded(restart_run):
             assert state == "success" and try_number >= 2, (task, state, try_number)
     assert DAEMON_ERROR.search(log), log[-5000:]
     assert proc.returncode == 0, log[-5000:]
+
+
+def test_the_retry_removed_the_container_the_cut_off_try_left(restart_run):
+    """The first try's container outlived its operator (the daemon went away under it); the retry of the
+    same task found it by its label and removed it, so the engine is left as clean as after any run."""
+    _, _, log, events, _, _ = restart_run
+    assert events["left"] == [], [(c["Names"], c["Image"], c["Status"]) for c in events["left"]]
 
 
 def test_the_video_finished_exactly_once(restart_run):

@@ -154,3 +154,23 @@ def test_a_held_video_fails_finalize_with_what_to_fix_never_fix_the_file(monkeyp
     message = str(failure.value)
     assert "warm-up" in message and "fix the file" not in message and "retries it" in message
     assert inbox.orphans(tmp_path) == [c.video_dir] and inbox.due_orphans(tmp_path) == []
+
+
+def test_a_retry_removes_the_stopped_containers_of_earlier_tries(monkeypatch, tmp_path):
+    """A try whose worker died (or whose daemon restarted) leaves its container; the next try removes it."""
+    from types import SimpleNamespace
+
+    from test_dags import FakeDockerClient
+
+    bag = docker_bag(monkeypatch, tmp_path, DOCKER_USER="1000:1000")
+    op = bag.dags["lecture_to_pdf"].get_task("process.render_pdf")
+    op.command = [arg if isinstance(arg, str) else VIDEO for arg in op.command]
+    client = FakeDockerClient()
+    client.listed = [{"Id": "old-exited", "State": "exited"}, {"Id": "old-running", "State": "running"}]
+    op.__dict__["hook"] = SimpleNamespace(api_client=client, client_created=True)
+    ti = SimpleNamespace(dag_id="lecture_to_pdf", run_id="manual__1", task_id="process.render_pdf", map_index=3)
+    op.execute({"ti": ti})
+    key = "lecture_to_pdf/manual__1/process.render_pdf/3"
+    assert client.asked == {"label": f"konspekt.task={key}"}
+    assert client.removed[0] == "old-exited" and "old-running" not in client.removed  # a running try keeps its lock
+    assert client.created["labels"]["konspekt.task"] == key  # so the next try finds this one

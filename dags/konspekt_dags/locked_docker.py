@@ -15,6 +15,9 @@ from typing import Any
 from airflow.providers.docker.operators.docker import DockerOperator
 
 
+TRY_LABEL = "konspekt.task"  # dag/run/task/map index: the containers of one task, over its tries
+
+
 class _HostConfigExtras:
     """The provider's docker APIClient, with extra fields in every ``create_host_config``."""
 
@@ -49,7 +52,20 @@ class LockedDownDockerOperator(DockerOperator):
     def execute(self, context: Any) -> Any:
         if self.run_mounts is not None:  # the command is rendered by now; each mapped task has its own copy
             self.mounts = [*self.mounts, *self.run_mounts([str(arg) for arg in self.command])]
+        if (ti := context.get("ti")) is not None:
+            key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
+            self.labels = {**(self.labels or {}), TRY_LABEL: key}
+            self.remove_earlier_tries(key)
         return super().execute(context)
+
+    def remove_earlier_tries(self, key: str) -> None:
+        """Containers an earlier try of this task left behind, stopped: its worker died (or the daemon
+        restarted) before the provider could remove them. A running one is left alone: the stage's lock
+        makes this try wait for it."""
+        for container in self.cli.containers(all=True, filters={"label": f"{TRY_LABEL}={key}"}):
+            if container.get("State") in ("exited", "dead", "created"):
+                self.log.info("removing container %s, left by an earlier try", container["Id"][:12])
+                self.cli.remove_container(container["Id"], force=True)
 
     def host_config_extras(self) -> dict[str, Any]:
         return {"cap_drop": self.cap_drop, "security_opt": self.security_opt,
