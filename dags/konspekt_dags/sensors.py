@@ -31,9 +31,6 @@ class InboxSensor(FileSensor):
     def poke(self, context: Any) -> bool:
         from konspekt import inbox
 
-        if left := inbox.due_orphans(self.data_root):
-            self.log.info("%d video(s) left in processing/ by a run that ended; resuming them", len(left))
-            return True
         return inbox.has_work(self.data_root, settings.stable_seconds)
 
     def execute(self, context: Any) -> None:
