@@ -10,12 +10,13 @@ TORCH_INDEX ?=
 APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps install demo test test-fast test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker compose-up compose-down compose-e2e bench
+.PHONY: help system-deps install demo test test-fast lint test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker compose-up compose-down compose-e2e bench
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
 	@echo "make demo VIDEO=path/to/lecture.mp4    the same on your own video"
 	@echo "make test        the test suite (offline; what CI runs)"
+	@echo "make lint        ruff (lint, import order) and mypy on src/ and dags/ (CI runs it too)"
 	@echo "make airflow-ui  Airflow standalone on http://127.0.0.1:8080 with the local runner"
 	@echo "make warm-cache  download the configured models once into ./cache (needs network)"
 	@echo "make whisperx-env  the whisperx backend's own venv (torch 2.8, about 7.6 GB)"
@@ -40,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e ".[all,airflow,test]"
+	$(PY) -m pip install -q -e ".[all,airflow,test,lint]"
 	touch $@
 
 install: system-deps $(VENV)/.installed
@@ -50,6 +51,10 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check src dags
+	$(PY) -m mypy
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

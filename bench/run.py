@@ -34,10 +34,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from konspekt import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 MEDIA, WORK, RESULTS = BENCH / ".media", BENCH / ".work", BENCH / "results"
-STAGES = ["extract_audio", "transcribe", "features", "summarize", "outline", "render_pdf"]
+STAGES = registry.lecture_names()  # in run order
 
 PEER = r"""
 import json, sys, time
@@ -135,7 +137,7 @@ def base_env(args) -> dict:
 
 def stage_argv(stage: str, video_dir: Path, args) -> list[str]:
     # --force: the A/B reruns transcribe in the same folder, which would otherwise be skipped as up to date
-    argv = [sys.executable, "-m", f"konspekt.stages.{stage}", "--video-dir", str(video_dir), "--force"]
+    argv = [sys.executable, "-m", registry.get(stage).module, "--video-dir", str(video_dir), "--force"]
     if stage == "transcribe":
         argv += ["--model", args.model, "--device", "cpu", "--beam-size", "5", "--batch-size", str(args.batch_size),
                  "--threads", str(args.threads)]

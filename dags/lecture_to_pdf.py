@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 
+from konspekt import registry
 from konspekt_dags.factory import stage_task
 from konspekt_dags.params import check_lecture_params, check_params_task
 from konspekt_dags.sensors import InboxSensor
@@ -119,25 +120,27 @@ def lecture_to_pdf():
         print(f"{name} -> {outcome.destination}/report.pdf")
         return asdict(outcome)
 
-    force = ("--force", "{{ params.force }}")
+    # Each stage's own options; every stage also takes --force. The wiring comes from konspekt.registry.
+    options = {
+        "extract_audio": ("--max-duration", str(round(settings.max_duration_hours * 3600))),
+        "transcribe": ("--model", "{{ params.whisper_model }}", "--language", "{{ params.language }}",
+                       "--device", "{{ params.device }}", "--backend", "{{ params.asr_backend }}",
+                       "--batch-size", "{{ params.asr_batch_size }}", "--beam-size", "{{ params.asr_beam_size }}",
+                       "--diarize", "{{ params.diarize }}", "--speakers", "{{ params.speakers }}",
+                       "--diarization-model", settings.diarization_model),
+        "summarize": ("--method", "{{ params.summary_method }}", "--model", "{{ params.summary_model }}",
+                      "--models", "{{ params.summary_models | tojson }}", "--device", "{{ params.device }}"),
+    }
 
     @task_group
     def process(video_dir: str):
-        audio = stage_task("extract_audio", video_dir, "--max-duration", str(round(settings.max_duration_hours * 3600)),
-                           *force)
-        text = stage_task("transcribe", video_dir, "--model", "{{ params.whisper_model }}",
-                          "--language", "{{ params.language }}", "--device", "{{ params.device }}",
-                          "--backend", "{{ params.asr_backend }}", "--batch-size", "{{ params.asr_batch_size }}",
-                          "--beam-size", "{{ params.asr_beam_size }}", "--diarize", "{{ params.diarize }}",
-                          "--speakers", "{{ params.speakers }}", "--diarization-model", settings.diarization_model,
-                          *force, gpu=True)
-        summary = stage_task("summarize", video_dir, "--method", "{{ params.summary_method }}",
-                             "--model", "{{ params.summary_model }}", "--models", "{{ params.summary_models | tojson }}",
-                             "--device", "{{ params.device }}", *force, gpu=True)
-        voice = stage_task("features", video_dir, *force)
-        outline = stage_task("outline", video_dir, *force)
-        report = stage_task("render_pdf", video_dir, *force)
-        audio >> text >> [summary, voice, outline] >> report >> finalize(video_dir)
+        tasks = {stage.name: stage_task(stage.name, video_dir, *options.get(stage.name, ()),
+                                        "--force", "{{ params.force }}") for stage in registry.LECTURE}
+        for stage in registry.LECTURE:
+            for upstream in stage.after:
+                tasks[upstream] >> tasks[stage.name]
+        leaves = [task for task in tasks.values() if not task.downstream_task_ids]
+        leaves >> finalize(video_dir)
 
     videos = claim()
     check_params_task(check_lecture_params) >> wait_for_video >> videos

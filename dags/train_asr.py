@@ -35,20 +35,15 @@ to it. The base model comes from the model cache or a local folder: task contain
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag
 
+from konspekt import registry
+from konspekt.layout import safe_name
 from konspekt_dags.factory import stage_task
 from konspekt_dags.params import check_params_task, check_train_params
 from konspekt_dags.settings import CONTAINER_DATA, CONTAINER_TRAIN_DATA, settings
-
-
-def folder_name(text: str) -> str:
-    """A run id (``manual__2026-01-01T10:00:00+00:00``) as a folder name (as konspekt.training.safe_name)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
-
 
 RUN_DIR = f"{CONTAINER_DATA}/train_runs/{{{{ run_id | folder_name }}}}"
 MODEL = ("--base-model", "{{ params.base_model }}", "--language", "{{ params.language }}")
@@ -62,7 +57,7 @@ MODEL = ("--base-model", "{{ params.base_model }}", "--language", "{{ params.lan
     max_active_runs=1,  # one training run at a time: they share the GPU
     doc_md=__doc__,
     tags=["konspekt", "training"],
-    user_defined_filters={"folder_name": folder_name},
+    user_defined_filters={"folder_name": safe_name},
     default_args={"retries": settings.retries, "retry_delay": timedelta(seconds=30)},
     params={
         "dataset": Param(settings.train_dataset, type="string", minLength=1,
@@ -90,24 +85,28 @@ MODEL = ("--base-model", "{{ params.base_model }}", "--language", "{{ params.lan
     },
 )
 def train_asr():
-    def step(name: str, *args: str, **kwargs):
-        return stage_task(f"training.{name}", RUN_DIR, *args, bad_input="fail", **kwargs)
-
-    read_data = step("read_data", "--dataset", f"{CONTAINER_TRAIN_DATA}/{{{{ params.dataset }}}}",
-                     "--val-fraction", "{{ params.val_fraction }}",
-                     "--max-bad-fraction", "{{ params.max_bad_fraction }}")
-    batches = step("batches", *MODEL, task_id="make_batches")
-    train = step(
-        "train", *MODEL, "--epochs", "{{ params.epochs }}", "--max-steps", "{{ params.max_steps }}",
-        "--learning-rate", "{{ params.learning_rate }}", "--warmup-steps", "{{ params.warmup_steps }}",
-        "--batch-size", "{{ params.batch_size }}", "--grad-accum", "{{ params.grad_accum }}",
-        "--device", "{{ params.device }}", "--log-every", "{{ params.log_every }}",
-        "--eval-every", "{{ params.eval_every }}", "--ckpt-every", "{{ params.ckpt_every }}",
-        gpu=True,
-    )
-    evaluate = step("evaluate", *MODEL, "--device", "{{ params.device }}", gpu=True)
-    export = step("export", *MODEL)
-    check_params_task(check_train_params) >> read_data >> batches >> train >> evaluate >> export
+    # Each step's own options; the order comes from konspekt.registry.
+    options = {
+        "training.read_data": ("--dataset", f"{CONTAINER_TRAIN_DATA}/{{{{ params.dataset }}}}",
+                               "--val-fraction", "{{ params.val_fraction }}",
+                               "--max-bad-fraction", "{{ params.max_bad_fraction }}"),
+        "training.batches": MODEL,
+        "training.train": (*MODEL, "--epochs", "{{ params.epochs }}", "--max-steps", "{{ params.max_steps }}",
+                           "--learning-rate", "{{ params.learning_rate }}",
+                           "--warmup-steps", "{{ params.warmup_steps }}",
+                           "--batch-size", "{{ params.batch_size }}", "--grad-accum", "{{ params.grad_accum }}",
+                           "--device", "{{ params.device }}", "--log-every", "{{ params.log_every }}",
+                           "--eval-every", "{{ params.eval_every }}", "--ckpt-every", "{{ params.ckpt_every }}"),
+        "training.evaluate": (*MODEL, "--device", "{{ params.device }}"),
+        "training.export": MODEL,
+    }
+    steps = {step.name: stage_task(step.name, RUN_DIR, *options.get(step.name, ()), bad_input="fail")
+             for step in registry.TRAINING}
+    for step in registry.TRAINING:
+        for upstream in step.after:
+            steps[upstream] >> steps[step.name]
+    first = [steps[step.name] for step in registry.TRAINING if not step.after]
+    check_params_task(check_train_params) >> first
 
 
 train_asr()

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from konspekt import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
 
@@ -159,19 +161,23 @@ def test_compose_defaults_are_the_settings_defaults(compose, default_settings):
 
 def test_images_in_the_containers_see_the_shared_paths(default_settings):
     _, module = default_settings
-    for family in set(module.STAGE_IMAGES.values()):
+    base = (ROOT / "images" / "base" / "Dockerfile").read_text()  # what every task image is built FROM
+    assert re.search(r"^ARG BASE_IMAGE=\S+", base, re.M)
+    env = dict(re.findall(r"(XDG_CACHE_HOME|HF_HOME|TORCH_HOME)=(\S+)", base))
+    assert env["XDG_CACHE_HOME"] == module.CONTAINER_CACHE
+    assert env["HF_HOME"].startswith(module.CONTAINER_CACHE + "/")
+    assert "chmod 0755 /root" in base, "a non-root task user must reach /root/.cache"
+    assert "python3 -m venv /opt/venv" in base and "PATH=/opt/venv/bin:" in base
+    for family in registry.families():
         dockerfile = (ROOT / "images" / family / "Dockerfile").read_text()
-        assert re.search(r"^ARG BASE_IMAGE=\S+", dockerfile, re.M), family
-        env = dict(re.findall(r"(XDG_CACHE_HOME|HF_HOME|TORCH_HOME)=(\S+)", dockerfile))
-        assert env["XDG_CACHE_HOME"] == module.CONTAINER_CACHE, family
-        assert env["HF_HOME"].startswith(module.CONTAINER_CACHE + "/"), family
-        assert "chmod 0755 /root" in dockerfile, f"{family}: a non-root task user must reach /root/.cache"
-        assert "python3 -m venv /opt/venv" in dockerfile and "PATH=/opt/venv/bin:" in dockerfile, family
+        assert re.search(r"^ARG KONSPEKT_BASE\w*=\S+", dockerfile, re.M), family
+        assert re.search(r"^FROM \$\{KONSPEKT_BASE\w*\}", dockerfile, re.M), family
+        assert "python3 -m venv" not in dockerfile and "apt-get install -y --no-install-recommends ffmpeg" not in dockerfile
 
 
 def test_every_task_image_has_a_build_and_the_builder_builds_them_all(compose, default_settings):
     settings, module = default_settings
-    families = set(module.STAGE_IMAGES.values())
+    families = set(registry.families())
     for family in families:
         assert (ROOT / "images" / family / "Dockerfile").is_file(), family
         assert (ROOT / "images" / family / "requirements.lock").is_file(), family
@@ -255,7 +261,7 @@ def test_docker_stage_tasks_hand_the_claimed_folder_to_the_task_user(monkeypatch
     os.chmod(video / "video.json", 0o600)
 
     command = ["python", "-m", "konspekt.stages.extract_audio", "--video-dir", "/data/processing/c1/talk"]
-    factory.work_mounts("extract_audio", command)  # the task's mounts, worked out when it runs
+    factory.work_mounts(registry.get("extract_audio"), command[4], command)  # the task's mounts, worked out when it runs
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in (video, video / "source", video / "video.json")}
     assert owners == {(1000, 1000)}
     assert (tmp_path / "processing").stat().st_uid == 0  # only the video's own folder changes hands

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from airflow.providers.docker.operators.docker import DockerOperator
 
+from konspekt import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
-STAGES = ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf")
-GPU_STAGES = {"transcribe", "summarize"}
+STAGES = registry.lecture_names()
+GPU_STAGES = {stage.name for stage in registry.LECTURE if stage.gpu}
 
 
 def load_dagbag(monkeypatch, **env):
@@ -280,6 +282,7 @@ def test_the_lock_down_reaches_the_daemon(monkeypatch, tmp_path):
     op = bag.dags["lecture_to_pdf"].get_task("process.render_pdf")
     video_dir = "/data/processing/c1/lecture 1"
     op.command = [arg if isinstance(arg, str) else video_dir for arg in op.command]  # as rendered for one video
+    op.work_dir = video_dir
     client = FakeDockerClient()
     op.__dict__["hook"] = SimpleNamespace(api_client=client, client_created=True)  # the cached DockerHook
     op.execute({})

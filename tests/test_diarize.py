@@ -8,12 +8,14 @@ import pytest
 from conftest import new_video_dir
 from transcript_checks import check_subtitles, check_transcript
 
-from konspekt.asr import diarize, subtitles
+from konspekt.asr import subtitles
 from konspekt.asr.diarize import Turn, assign_speakers, speaker_at
 from konspekt.contracts import Diarization, Segment, Transcript, Word
+from konspekt.deployment import DEFAULTS
 from konspekt.layout import VideoDir, write_json, write_text
+from konspekt.report.data import paragraphs
 from konspekt.sentences import timed_sentences
-from konspekt.stages import extract_audio, render_pdf, transcribe
+from konspekt.stages import extract_audio, transcribe
 
 TURNS = [Turn(0.0, 4.0, "SPEAKER_00"), Turn(4.2, 7.0, "SPEAKER_01"), Turn(9.0, 12.0, "SPEAKER_00")]
 
@@ -62,7 +64,7 @@ def test_speakers_in_subtitles_text_and_table(tmp_path):
     t = diarized_transcript()
     video = VideoDir(tmp_path)
     write_json(video.transcript_json, t)
-    for ext, fn in transcribe.WRITERS.items():
+    for ext, fn in subtitles.WRITERS.items():
         write_text(tmp_path / f"transcript.{ext}", fn(t))
     assert check_transcript(video.transcript_json) == t  # the schema allows speakers; the JSON round-trips
     check_subtitles(tmp_path, t)
@@ -80,7 +82,7 @@ def to_text(folder, ext):
 def test_sentences_and_report_paragraphs_follow_the_speaker():
     sentences = timed_sentences(diarized_transcript())
     assert [s.speaker for s in sentences] == ["SPEAKER_00", "SPEAKER_00", "SPEAKER_01", "SPEAKER_00", "SPEAKER_00"]
-    groups = render_pdf.paragraphs(sentences)
+    groups = paragraphs(sentences)
     assert [[s.speaker for s in g] for g in groups] == [["SPEAKER_00"] * 2, ["SPEAKER_01"], ["SPEAKER_00"] * 2]
 
 
@@ -111,7 +113,7 @@ def test_without_pyannote_the_transcript_is_written_and_says_why(lecture_dir, ti
     assert code == 0, err
     t = check_transcript(lecture_dir / "transcript.json")
     assert t.diarization.status == "skipped" and "pyannote.audio is not installed" in t.diarization.reason
-    assert t.diarization.model == diarize.DEFAULT_MODEL and all(s.speaker is None for s in t.segments)
+    assert t.diarization.model == DEFAULTS["DIARIZATION_MODEL"] and all(s.speaker is None for s in t.segments)
     assert "WARNING: no speaker diarization" in err
     assert json.loads(out.strip().splitlines()[-1])["details"]["speakers"] == []
     written = "".join(p.read_text(encoding="utf-8") for p in lecture_dir.rglob("*") if p.suffix in {

@@ -1,7 +1,7 @@
 """`python -m konspekt.doctor`: each check, its fix, and the exit status, without a real daemon.
 
-A fake Docker Engine API on 127.0.0.1 stands in for the daemon (the real one is exercised
-by tests/test_e2e_docker.py); the local runner is checked against this machine's tools.
+A fake Docker Engine API on 127.0.0.1 (or a unix socket) stands in for the daemon (the real one
+is exercised by tests/test_e2e_docker.py); the local runner is checked against this machine's tools.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import socketserver
 import struct
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from konspekt import doctor
+from konspekt import doctor, registry
+from konspekt.docker_api import DockerAPI, DockerError, demux
 from konspekt.doctor import FAIL, OK, SKIP, WARN, Config, Probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +42,7 @@ def frame(text: str, stream: int = 1) -> bytes:
 class FakeDaemon:
     """Enough of the Engine API: ping, version, images, and containers whose output is scripted."""
 
-    def __init__(self, images: set[str], script, gpu: bool = False):
+    def __init__(self, images: set[str], script, gpu: bool = False, unix: Path | None = None):
         self.images, self.script, self.gpu = images, script, gpu
         self.created: dict[str, dict] = {}
         self.deleted: list[str] = []
@@ -69,7 +71,7 @@ class FakeDaemon:
                         self.reply(404, {"message": f"No such image: {name}"})
                 if path.endswith("/logs"):
                     cid = path.split("/")[2]
-                    code, out = daemon.script(daemon.created[cid])
+                    _, out = daemon.script(daemon.created[cid])
                     return self.reply(200, raw=frame(out))
                 return self.reply(404, {"message": "page not found"})
 
@@ -94,8 +96,12 @@ class FakeDaemon:
                 daemon.deleted.append(self.path.split("?")[0].split("/")[2])
                 self.reply(204)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"tcp://127.0.0.1:{self.server.server_address[1]}"
+        if unix is None:
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            self.url = f"tcp://127.0.0.1:{self.server.server_address[1]}"
+        else:
+            self.server = socketserver.ThreadingUnixStreamServer(str(unix), Handler)
+            self.url = f"unix://{unix}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -103,7 +109,7 @@ class FakeDaemon:
         self.server.server_close()
 
 
-ALL_IMAGES = {f"konspekt-{f}:latest" for f in doctor.stage_images().values()}
+ALL_IMAGES = {f"konspekt-{f}:latest" for f in registry.families()}
 
 
 def healthy_script(spec: dict) -> tuple[int, str]:
@@ -124,22 +130,31 @@ def healthy_script(spec: dict) -> tuple[int, str]:
 
 
 def config(url: str, **overrides) -> Config:
-    values = dict(runner="docker", docker_url=url, data_mount_source="/data", cache_mount_source="/cache",
-                  image_prefix="konspekt", image_tag="latest", docker_user="1000:0", gpu=False,
-                  whisper_model="small", summary_method="auto", summary_model="slauw87/bart_summarisation",
-                  timeout=20.0)
-    values.update(overrides)
-    return Config(**values)
+    values = {"runner": "docker", "docker_url": url, "data_mount_source": "/data", "cache_mount_source": "/cache",
+              "image_prefix": "konspekt", "image_tag": "latest", "docker_user": "1000:0", "gpu": False,
+              "whisper_model": "small", "summary_method": "auto", "summary_model": "slauw87/bart_summarisation",
+              "timeout": 20.0}
+    return Config(**{**values, **overrides})
 
 
 def by_name(checks) -> dict[str, doctor.Check]:
     return {c.name: c for c in checks}
 
 
+def checks_against(images: set[str] = ALL_IMAGES, script=healthy_script, nvidia: bool = False,
+                   **overrides) -> tuple[dict[str, doctor.Check], FakeDaemon]:
+    """Every check against a fake daemon (``nvidia``: it can pass a GPU), by name, and the daemon."""
+    daemon = FakeDaemon(images, script, gpu=nvidia)
+    try:
+        return by_name(doctor.run_checks(config(daemon.url, **overrides))), daemon
+    finally:
+        daemon.close()
+
+
 # --- configuration ---------------------------------------------------------------------------------
 
 def test_the_doctor_and_the_dag_settings_share_one_source(monkeypatch):
-    """Both read konspekt.deployment: the same image per stage, paths and defaults, nothing copied."""
+    """Both read konspekt.registry (the image per stage) and konspekt.deployment (paths, defaults)."""
     from konspekt import deployment
 
     for key in [k for k in os.environ if k.startswith("KONSPEKT_")]:
@@ -150,13 +165,14 @@ def test_the_doctor_and_the_dag_settings_share_one_source(monkeypatch):
     from konspekt_dags import settings as module
 
     settings = module.Settings()
-    assert module.STAGE_IMAGES is deployment.STAGE_IMAGES and doctor.stage_images() == deployment.STAGE_IMAGES
     assert (module.CONTAINER_DATA, module.CONTAINER_CACHE) == (doctor.CONTAINER_DATA, doctor.CONTAINER_CACHE)
     for key, default in deployment.DEFAULTS.items():  # the settings fall back to the shared defaults
         assert str(getattr(settings, key.lower())).lower() == default.lower(), key
     config, as_json = doctor.parse_args([], environ={"KONSPEKT_RUNNER": "docker", "KONSPEKT_GPU": "yes"})
     assert config.runner == "docker" and config.gpu is True and as_json is False
-    assert config.image("asr") == settings.image_for("transcribe")
+    for stage, family in registry.images().items():  # the doctor looks for the images the tasks start
+        assert config.image(family) == settings.image_for(stage), stage
+    assert {config.image(f) for f in registry.families()} == ALL_IMAGES
     monkeypatch.setenv("KONSPEKT_IMAGE_TAG", "v2")
     assert module.Settings().image_for("transcribe") == doctor.parse_args([])[0].image("asr") == "konspekt-asr:v2"
 
@@ -165,6 +181,12 @@ def test_flags_override_the_environment():
     config, as_json = doctor.parse_args(["--docker-url", "unix:///x.sock", "--no-gpu", "--json"],
                                         environ={"KONSPEKT_DOCKER_URL": "tcp://a:1", "KONSPEKT_GPU": "true"})
     assert config.docker_url == "unix:///x.sock" and config.gpu is False and as_json is True
+
+
+def test_an_unknown_yes_no_word_is_no_and_said(capsys):
+    config, _ = doctor.parse_args([], environ={"KONSPEKT_GPU": "ture", "KONSPEKT_COMPOSE": "On"})
+    assert config.gpu is False and config.compose is True
+    assert "KONSPEKT_GPU='ture' is not a yes/no word: taken as false" in capsys.readouterr().err
 
 
 # --- docker mode -----------------------------------------------------------------------------------
@@ -193,11 +215,7 @@ def test_unsupported_docker_url(capsys):
 
 
 def test_missing_images_fail_with_the_build_command():
-    daemon = FakeDaemon(ALL_IMAGES - {"konspekt-asr:latest"}, healthy_script)
-    try:
-        checks = by_name(doctor.run_checks(config(daemon.url)))
-    finally:
-        daemon.close()
+    checks, _ = checks_against(ALL_IMAGES - {"konspekt-asr:latest"})
     assert checks["daemon"].status == OK and "99.0-fake" in checks["daemon"].detail
     assert checks["images"].status == FAIL and "konspekt-asr:latest" in checks["images"].detail
     assert "images/build.sh" in checks["images"].fix
@@ -206,11 +224,7 @@ def test_missing_images_fail_with_the_build_command():
 
 
 def test_probes_run_like_tasks_and_report_a_missing_model():
-    daemon = FakeDaemon(ALL_IMAGES, healthy_script)
-    try:
-        checks = by_name(doctor.run_checks(config(daemon.url)))
-    finally:
-        daemon.close()
+    checks, daemon = checks_against()
     assert [checks[n].status for n in ("daemon", "images", "data folder", "ffmpeg", "openSMILE", "gpu")] == \
         [OK, OK, OK, OK, OK, SKIP]
     assert checks["ffmpeg"].detail == "ffmpeg version 5.1.9; ffprobe version 5.1.9"
@@ -221,6 +235,9 @@ def test_probes_run_like_tasks_and_report_a_missing_model():
     specs = list(daemon.created.values())
     assert sorted(daemon.deleted) == sorted(daemon.created)  # every probe container is removed
     assert all(s["HostConfig"]["NetworkMode"] == "none" and s["User"] == "1000:0" for s in specs)
+    assert {s["Image"] for s in specs} == {"konspekt-audio:latest", "konspekt-features:latest",
+                                           "konspekt-asr:latest", "konspekt-summarize:latest"}
+
     def mounts(spec):
         return [(m["Source"], m["Target"]) for m in spec["HostConfig"]["Mounts"]]
 
@@ -230,21 +247,16 @@ def test_probes_run_like_tasks_and_report_a_missing_model():
 
 
 def test_gpu_on_a_daemon_without_the_nvidia_runtime():
-    daemon = FakeDaemon(ALL_IMAGES, healthy_script, gpu=False)
-    try:
-        gpu = by_name(doctor.run_checks(config(daemon.url, gpu=True)))["gpu"]
-    finally:
-        daemon.close()
+    checks, daemon = checks_against(nvidia=False, gpu=True, docker_user="")
+    gpu = checks["gpu"]
     assert gpu.status == FAIL and "could not select device driver" in gpu.detail
     assert "NVIDIA Container Toolkit" in gpu.fix and "gpu profile" in gpu.fix
+    assert sorted(daemon.deleted) == sorted(daemon.created)  # removed although it never started
+    assert not any("User" in spec for spec in daemon.created.values())  # no user: the image's own
 
 
 def test_gpu_visible():
-    daemon = FakeDaemon(ALL_IMAGES, healthy_script, gpu=True)
-    try:
-        gpu = by_name(doctor.run_checks(config(daemon.url, gpu=True)))["gpu"]
-    finally:
-        daemon.close()
+    gpu = checks_against(nvidia=True, gpu=True)[0]["gpu"]
     assert gpu.status == OK and gpu.detail.startswith("1 CUDA device")
 
 
@@ -254,18 +266,55 @@ def test_unwritable_data_folder_names_the_user():
             return 0, "cannot write: touch: cannot touch '/data/.x': Permission denied\n"
         return healthy_script(spec)
 
-    daemon = FakeDaemon(ALL_IMAGES, script)
-    try:
-        data = by_name(doctor.run_checks(config(daemon.url)))["data folder"]
-    finally:
-        daemon.close()
+    data = checks_against(script=script)[0]["data folder"]
     assert data.status == FAIL and "Permission denied" in data.detail and "uid:gid 1000:0" in data.detail
     assert "chown -R 1000:0" in data.fix
 
 
+# --- the Engine API client ---------------------------------------------------------------------------
+
 def test_demux_of_a_log_stream():
-    assert doctor.demux(frame("out\n") + frame("err\n", stream=2)) == "out\nerr\n"
-    assert doctor.demux(b"plain text") == "plain text"
+    assert demux(frame("out\n") + frame("err\n", stream=2)) == "out\nerr\n"
+    assert demux(b"plain text") == "plain text"
+
+
+def test_the_client_over_a_unix_socket(tmp_path):
+    daemon = FakeDaemon({"konspekt-asr:latest"}, healthy_script, unix=tmp_path / "docker.sock")
+    try:
+        api = DockerAPI(daemon.url)
+        api.ping()
+        assert api.get("/version")["Version"] == "99.0-fake"
+        assert api.image("konspekt-asr:latest") == {"Id": "sha256:x"} and api.image("konspekt-x:latest") is None
+        code, out = api.run({"Image": "konspekt-asr:latest", "Cmd": ["ffmpeg"], "HostConfig": {}}, name="t",
+                            timeout=5)
+        assert (code, out) == (0, "ffmpeg version 5.1.9 Copyright\n") and daemon.deleted == list(daemon.created)
+        with pytest.raises(DockerError, match=r"^GET /nowhere: HTTP 404 page not found$"):
+            api.get("/nowhere?x=1")  # the engine's own message, without the query
+    finally:
+        daemon.close()
+
+
+def test_errors_name_the_container_by_its_short_id():
+    daemon = FakeDaemon(ALL_IMAGES, healthy_script, gpu=False)
+    try:
+        api = DockerAPI(daemon.url)
+        with pytest.raises(DockerError) as error:
+            api.run({"Image": "i", "Cmd": ["true"], "HostConfig": {"DeviceRequests": [{}]}}, name="t", timeout=5)
+    finally:
+        daemon.close()
+    assert str(error.value).startswith(f"POST /containers/{0:012x}/start: HTTP 500 could not select device driver")
+
+
+@pytest.mark.parametrize(("url", "problem"), [("ssh://host", "unsupported Docker URL 'ssh://host'"),
+                                              ("tcp://:2375", "no host in 'tcp://:2375'")])
+def test_urls_the_client_cannot_speak_to(url, problem):
+    with pytest.raises(DockerError, match=problem):
+        DockerAPI(url)
+
+
+def test_an_engine_that_is_not_there_is_a_docker_error(tmp_path):
+    with pytest.raises(DockerError, match=r"docker\.sock: "):
+        DockerAPI(f"unix://{tmp_path / 'docker.sock'}").ping()
 
 
 # --- local mode, for real, with a temporary cache --------------------------------------------------
@@ -301,6 +350,7 @@ def test_local_runner_reports_an_empty_cache(local_config):
 
 def test_the_command_line_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "konspekt.doctor", "--runner", "docker", "--docker-url",
-                           f"tcp://127.0.0.1:{closed_port()}", "--json"], capture_output=True, text=True, timeout=60)
+                           f"tcp://127.0.0.1:{closed_port()}", "--json"], capture_output=True, text=True, timeout=60,
+                          check=False)
     assert proc.returncode == 1
     assert json.loads(proc.stdout.splitlines()[-1])["ok"] is False

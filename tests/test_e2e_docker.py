@@ -25,8 +25,8 @@ import pytest
 
 from conftest import airflow_env, dags_test
 
-from konspekt.doctor import DockerAPI, DockerError, stage_images
-from konspekt.inbox import STAGES
+from konspekt.docker_api import DockerAPI, DockerError
+from konspekt import registry
 from konspekt.sample import SCRIPT, word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +40,7 @@ def image_names() -> list[str]:
     """The images of the inference DAG's stages."""
     prefix = os.environ.get("KONSPEKT_IMAGE_PREFIX") or "konspekt"
     tag = os.environ.get("KONSPEKT_IMAGE_TAG") or "latest"
-    families = stage_images()  # the DAG bundle's own mapping (konspekt.deployment)
-    return [f"{prefix}-{family}:{tag}" for family in dict.fromkeys(families[s] for s in STAGES)]
+    return [f"{prefix}-{family}:{tag}" for family in dict.fromkeys(s.image for s in registry.LECTURE)]
 
 
 @pytest.fixture(scope="module")

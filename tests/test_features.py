@@ -13,8 +13,8 @@ import pytest
 
 from konspekt.contracts import Segment, Transcript, Word
 from konspekt.layout import VideoDir, write_json
+from konspekt.media import wav_duration
 from konspekt.stages import features
-from konspekt.stages.extract_audio import wav_duration
 
 pytest.importorskip("opensmile")
 

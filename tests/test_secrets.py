@@ -292,7 +292,8 @@ def test_a_local_stage_process_sees_only_the_allowlisted_environment(local_runne
     monkeypatch.setenv("PYTHONPATH", STAGE_NEEDS["PYTHONPATH"])
     out = tmp_path / "data" / "env.json"
     dump = "import json, os, sys; open(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))"
-    op = local_runner.LocalStageOperator(task_id="print_env", command=["python", "-c", dump, "/data/env.json"])
+    op = local_runner.LocalStageOperator(task_id="print_env", command=["python", "-c", dump, "/data/env.json"],
+                                         work_dir="/data", step="print_env")
     op.execute({})
     check_stage_environment(json.loads(out.read_text()), tmp_path / "cache")
 

@@ -9,6 +9,7 @@ import time
 import pytest
 from conftest import new_video_dir
 
+from konspekt import registry
 from konspekt.layout import write_text
 from konspekt.stage import main_for
 from konspekt.stages import extract_audio
@@ -17,8 +18,9 @@ SKIPPED = "up to date, skipped (use --force to redo)"
 
 
 @pytest.fixture
-def toy(tmp_path):
+def toy(tmp_path, monkeypatch):
     """A stage that uppercases in.txt into out.txt, counting how often it really works."""
+    monkeypatch.setattr(registry, "LECTURE", (*registry.LECTURE, registry.Stage("toy", "audio", writes=("out.txt",))))
     calls = []
 
     def run(video, args):
@@ -29,8 +31,7 @@ def toy(tmp_path):
     def configure(parser):
         parser.add_argument("--times", type=int, default=1)
 
-    main = main_for("toy", "a test stage", configure, run, reads=lambda video: [video.path / "in.txt"],
-                    writes=["out.txt"])
+    main = main_for("toy", "a test stage", configure, run, reads=lambda video: [video.path / "in.txt"])
     video_dir = new_video_dir(tmp_path)
     (video_dir / "in.txt").write_text("hello")
 

@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 
 from konspekt.sample import word_error_rate
-from konspekt.training import RunDir, safe_name
+from konspekt.layout import RunDir, safe_name
 from konspekt.training import batches as batches_step
 from konspekt.training import evaluate as evaluate_step
 from konspekt.training import export as export_step
 from konspekt.training import read_data as read_data_step
 from konspekt.training import train as train_step
-from konspekt.training.tiny import PHRASES, build_dataset, build_model
+from tiny_whisper import PHRASES, build_dataset, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PHRASES_USED = PHRASES[:4]

@@ -12,6 +12,7 @@ from transcript_checks import check_subtitles, check_transcript
 
 from konspekt import asr
 from konspekt.asr import subtitles
+from konspekt.asr.backend import Progress
 from konspekt.contracts import Segment, Transcript, Word
 from konspekt.sample import SCRIPT, word_error_rate
 from konspekt.stages import extract_audio, transcribe
@@ -37,7 +38,7 @@ def last_result(capsys):
 
 
 def test_transcribes_spoken_lecture_batched(lecture_dir, tiny_en_model, capsys, monkeypatch):
-    monkeypatch.setattr(asr.Progress, "every", 0.0)  # a line per segment, so a short clip shows progress
+    monkeypatch.setattr(Progress, "every", 0.0)  # a line per segment, so a short clip shows progress
     code = run_stage(lecture_dir, "--model", tiny_en_model, "--device", "auto")
     result, err = last_result(capsys)
     assert code == 0 and result["status"] == "ok", err
@@ -110,7 +111,6 @@ def test_whisperx_without_whisperx_is_a_clear_crash(lecture_dir, tiny_en_model, 
 def test_subtitle_timestamps():
     assert subtitles.timestamp(3725.5) == "01:02:05,500"
     assert subtitles.timestamp(0.0004, ".") == "00:00:00.000"
-    assert transcribe.timestamp is subtitles.timestamp  # the stage keeps its old public name
 
 
 def _words(text, start, end):

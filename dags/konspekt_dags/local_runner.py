@@ -10,14 +10,16 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from konspekt.contracts import EXIT_BAD_INPUT
 from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, settings
 
-EXIT_BAD_INPUT = 2
+if TYPE_CHECKING:  # imported when the task runs: parsing the DAG need not load it
+    from airflow.providers.standard.hooks.subprocess import SubprocessHook
 
 
 def to_local_arg(arg: str) -> str:
@@ -62,18 +64,20 @@ def stage_env() -> dict[str, str]:
 
 class LocalStageOperator(BaseOperator):
     """Runs ``command`` (``["python", "-m", "konspekt.stages.<stage>", ...]``) with ``python``, the
-    stage's local interpreter (``settings.python_for``)."""
+    stage's local interpreter (``settings.python_for``); ``step``'s result is read from ``work_dir``."""
 
-    template_fields: Sequence[str] = ("command",)
+    template_fields: Sequence[str] = ("command", "work_dir")
     ui_color = "#e8f4ea"
 
-    def __init__(self, *, command: list[Any], python: str | None = None, skip_bad_input: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, command: list[Any], work_dir: Any, step: str, python: str | None = None,
+                 skip_bad_input: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.command = command
+        self.work_dir = work_dir
+        self.step = step
         self.python = python or settings.local_python
         self.skip_bad_input = skip_bad_input  # exit 2: skipped, or failed without retries
-        self._hook = None
+        self._hook: SubprocessHook | None = None
 
     def execute(self, context: Any) -> dict[str, Any] | None:
         from airflow.providers.standard.hooks.subprocess import SubprocessHook
@@ -82,12 +86,13 @@ class LocalStageOperator(BaseOperator):
         argv = [self.python if program == "python" else program, *args]
         self._hook = SubprocessHook()
         result = self._hook.run_command(command=argv, env=stage_env(), cwd=str(settings.data_root))
-        outcome = self._stage_result(argv)
+        outcome = self._stage_result(Path(to_local_arg(str(self.work_dir))) / "stages" / f"{self.step}.json")
         if result.exit_code == EXIT_BAD_INPUT:
             message = f"bad input: {(outcome or {}).get('message') or result.output}"
             raise AirflowSkipException(message) if self.skip_bad_input else AirflowFailException(message)
         if result.exit_code != 0:
-            raise AirflowException(f"stage exited with code {result.exit_code}: {(outcome or {}).get('message') or result.output}")
+            reason = (outcome or {}).get("message") or result.output
+            raise AirflowException(f"stage exited with code {result.exit_code}: {reason}")
         return outcome
 
     def on_kill(self) -> None:
@@ -95,14 +100,11 @@ class LocalStageOperator(BaseOperator):
             self._hook.send_sigterm()
 
     @staticmethod
-    def _stage_result(argv: list[str]) -> dict[str, Any] | None:
+    def _stage_result(path: Path) -> dict[str, Any] | None:
         """The stage's own result file, more reliable than the last (merged) log line."""
         try:
-            flag = "--run-dir" if "--run-dir" in argv else "--video-dir"  # a training step, or a stage
-            work_dir = Path(argv[argv.index(flag) + 1])
-            stage = argv[argv.index("-m") + 1].rsplit(".", 1)[-1]
-            result = json.loads((work_dir / "stages" / f"{stage}.json").read_text(encoding="utf-8"))
+            result = json.loads(path.read_text(encoding="utf-8"))
             # as XCom: JSON that any client can send, even when a file name in it is not UTF-8
             return json.loads(json.dumps(result, ensure_ascii=False).encode("utf-8", "replace").decode("utf-8"))
-        except (ValueError, IndexError, OSError, json.JSONDecodeError):
+        except (ValueError, OSError):  # JSONDecodeError is a ValueError
             return None

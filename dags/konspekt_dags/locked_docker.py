@@ -2,18 +2,18 @@
 
 The provider (4.6) passes a fixed set of HostConfig fields to the daemon: ``cap_add`` but
 no ``cap_drop``, no ``security_opt``, no read-only root filesystem, no tmpfs, no pids limit.
-This subclass adds those five to the HostConfig the provider builds. It also takes ``run_mounts``: mounts
-worked out from the *rendered* command when the task runs, because the provider's
-``mounts`` are not templated and a mapped task learns its folder only then.
+This subclass adds those five to the HostConfig the provider builds. It also takes ``work_dir`` (templated)
+and ``run_mounts``: mounts worked out from the *rendered* work folder and command when the task runs,
+because the provider's ``mounts`` are not templated and a mapped task learns its folder only then.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator
-
 
 TRY_LABEL = "konspekt.task"  # dag/run/task/map index: the containers of one task, over its tries
 
@@ -35,13 +35,17 @@ class _HostConfigExtras:
 class LockedDownDockerOperator(DockerOperator):
     """``cap_drop``, ``security_opt``, ``read_only`` (root filesystem) and ``tmpfs`` for the task container.
 
-    ``run_mounts(command)`` returns extra mounts for the rendered argv (a list of str).
+    ``run_mounts(work_dir, command)`` returns extra mounts for the rendered work folder and argv (str, list of str).
     """
 
-    def __init__(self, *, cap_drop: list[str] | None = None, security_opt: list[str] | None = None,
+    template_fields = (*DockerOperator.template_fields, "work_dir")
+
+    def __init__(self, *, work_dir: Any = None, cap_drop: list[str] | None = None,
+                 security_opt: list[str] | None = None,
                  read_only: bool = False, tmpfs: dict[str, str] | None = None, pids_limit: int | None = None,
-                 run_mounts: Callable[[list[str]], list[Any]] | None = None, **kwargs: Any) -> None:
+                 run_mounts: Callable[[str, list[str]], list[Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.work_dir = work_dir
         self.pids_limit = pids_limit
         self.cap_drop = cap_drop
         self.security_opt = security_opt
@@ -50,11 +54,14 @@ class LockedDownDockerOperator(DockerOperator):
         self.run_mounts = run_mounts
 
     def execute(self, context: Any) -> Any:
-        if self.run_mounts is not None:  # the command is rendered by now; each mapped task has its own copy
-            self.mounts = [*self.mounts, *self.run_mounts([str(arg) for arg in self.command])]
+        if self.run_mounts is not None:  # rendered by now; each mapped task has its own copy
+            # a str command is split as docker-py splits it (the factory's is a list)
+            argv = self.command if isinstance(self.command, list) else shlex.split(self.command or "")
+            self.mounts = [*self.mounts, *self.run_mounts(str(self.work_dir), [str(arg) for arg in argv])]
         if (ti := context.get("ti")) is not None:
             key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
-            self.labels = {**(self.labels or {}), TRY_LABEL: key}
+            labels = self.labels or {}  # a list is label names, as docker-py reads it: each with value ""
+            self.labels = {**(labels if isinstance(labels, dict) else dict.fromkeys(labels, "")), TRY_LABEL: key}
             self.remove_earlier_tries(key)
         return super().execute(context)
 

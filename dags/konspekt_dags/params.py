@@ -62,7 +62,7 @@ def check_lecture_params(params: Mapping[str, Any]) -> None:
     check_language("language", params.get("language"))
     models = params.get("summary_models") or {}
     if not isinstance(models, Mapping):
-        raise BadParam(f"summary_models must map languages to models, such as {{\"ru\": \"org/model\"}}, not {models!r}")
+        raise BadParam(f'summary_models must map languages to models, such as {{"ru": "org/model"}}, not {models!r}')
     for language, model in models.items():
         if language != "*":
             check_language("a summary_models key", language)

@@ -12,8 +12,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from konspekt.asr.diarize import DEFAULT_MODEL as DEFAULT_DIARIZATION_MODEL
-from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS, STAGE_IMAGES  # noqa: F401 - re-exported
+from konspekt import registry
+from konspekt.contracts import parse_bool
+from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]  # the repository: dags/ sits at its top
 CONTAINER_TRAIN_DATA = f"{CONTAINER_DATA}/train"  # training datasets, mounted read-only into training tasks
@@ -33,7 +34,10 @@ def _machine_slots(gb_per_stage: float = 2.0) -> int:
 
 
 def _flag(name: str, default: bool | None = None) -> bool:
-    return _env(name, None if default is None else str(default)).strip().lower() in {"1", "true", "yes", "on"}
+    try:
+        return parse_bool(_env(name, None if default is None else str(default)))
+    except ValueError:  # as before: any other word is no
+        return False
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class Settings:
     asr_beam_size: int = field(default_factory=lambda: int(_env("ASR_BEAM_SIZE", "5")))
     # speaker labels: pyannote's gated pipeline; HF_TOKEN (the hub's own variable) fetches it once
     diarize: bool = field(default_factory=lambda: _flag("DIARIZE", False))
-    diarization_model: str = field(default_factory=lambda: _env("DIARIZATION_MODEL", DEFAULT_DIARIZATION_MODEL))
+    diarization_model: str = field(default_factory=lambda: _env("DIARIZATION_MODEL"))
     summary_method: str = field(default_factory=lambda: _env("SUMMARY_METHOD"))
     summary_model: str = field(default_factory=lambda: _env("SUMMARY_MODEL"))
     # summary models for other languages, e.g. {"ru": "IlyaGusev/mbart_ru_sum_gazeta"}; "*" = any other
@@ -140,11 +144,11 @@ class Settings:
         return self.gpu_pool if gpu and self.gpu else self.cpu_pool
 
     def image_for(self, stage: str) -> str:
-        return f"{self.image_prefix}-{STAGE_IMAGES[stage]}:{self.image_tag}"
+        return f"{self.image_prefix}-{registry.get(stage).image}:{self.image_tag}"
 
     def python_for(self, stage: str) -> str:
         """The interpreter that runs ``stage`` under the local runner."""
-        return self.local_pythons.get(STAGE_IMAGES[stage], self.local_python)
+        return self.local_pythons.get(registry.get(stage).image, self.local_python)
 
     @property
     def train_source(self) -> str:

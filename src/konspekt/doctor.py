@@ -19,45 +19,43 @@ settings (compose passes them to every Airflow container), and flags override th
     docker compose run --rm doctor                       # in the compose stack
     python -m konspekt.doctor --docker-url tcp://127.0.0.1:2375 --gpu
 
-Exit status: 0 when nothing failed (warnings allowed), 1 otherwise. Stdlib only: the
-Docker Engine API is spoken over plain HTTP (``tcp://``, ``http://`` or ``unix://``).
+Exit status: 0 when nothing failed (warnings allowed), 1 otherwise. Stdlib only (the daemon
+is reached through :mod:`konspekt.docker_api`), so it runs wherever the package is installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import re
-import socket
-import struct
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS, STAGE_IMAGES
+from konspekt import registry
+from konspekt.contracts import log, parse_bool
+from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS
+from konspekt.docker_api import DockerAPI, DockerError
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
 
-def stage_images() -> dict[str, str]:
-    """Stage -> image family, as the DAG bundle's settings use it (both read konspekt.deployment)."""
-    return dict(STAGE_IMAGES)
-
-
-def env(name: str, environ: dict[str, str] | None = None) -> str:
+def env(name: str, environ: Mapping[str, str] | None = None) -> str:
     value = (os.environ if environ is None else environ).get(f"KONSPEKT_{name}")
     return DEFAULTS[name] if value in (None, "") else value
 
 
-def is_true(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+def yes(variable: str, value: str) -> bool:
+    """A yes/no variable; an unknown word is no, as the doctor has always read it, but said on stderr."""
+    try:
+        return parse_bool(value)
+    except ValueError:
+        log(f"konspekt doctor: {variable}={value!r} is not a yes/no word: taken as false")
+        return False
 
 
 @dataclass
@@ -66,113 +64,6 @@ class Check:
     status: str
     detail: str
     fix: str | None = None
-
-
-# --- a minimal Docker Engine API client -------------------------------------------------------
-
-class DockerError(Exception):
-    pass
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
-class DockerAPI:
-    """Just enough of the Engine API for the checks: ping, version, images, run a container."""
-
-    def __init__(self, url: str, timeout: float = 10.0):
-        self.url, self.timeout = url, timeout
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme == "unix":
-            self._connect = lambda t: _UnixConnection(parsed.path, t)
-        elif parsed.scheme in {"tcp", "http"}:
-            if not parsed.hostname:
-                raise DockerError(f"no host in {url!r}")
-            host, port = parsed.hostname, parsed.port or 2375
-            self._connect = lambda t: http.client.HTTPConnection(host, port, timeout=t)
-        else:
-            raise DockerError(f"unsupported Docker URL {url!r}: use tcp://host:port or unix:///path")
-
-    def request(self, method: str, path: str, body: object = None, *, timeout: float | None = None,
-                expect: Sequence[int] = (200, 201, 204)) -> tuple[int, bytes]:
-        conn = self._connect(timeout or self.timeout)
-        try:
-            payload = None if body is None else json.dumps(body).encode()
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise DockerError(f"{self.url}: {exc or type(exc).__name__}") from exc
-        finally:
-            conn.close()
-        if response.status not in expect:
-            try:
-                message = json.loads(data).get("message", "")
-            except (ValueError, AttributeError):
-                message = data.decode(errors="replace")[:300]
-            where = re.sub(r"[0-9a-f]{64}", lambda m: m.group(0)[:12], path.split("?")[0])
-            raise DockerError(f"{method} {where}: HTTP {response.status} {message}".strip())
-        return response.status, data
-
-    def ping(self) -> None:
-        self.request("GET", "/_ping")
-
-    def version(self) -> dict:
-        return json.loads(self.request("GET", "/version")[1])
-
-    def image(self, name: str) -> dict | None:
-        status, data = self.request("GET", f"/images/{urllib.parse.quote(name, safe='')}/json", expect=(200, 404))
-        return json.loads(data) if status == 200 else None
-
-    def containers(self, all: bool = True) -> list[dict]:
-        return json.loads(self.request("GET", f"/containers/json?all={int(all)}")[1])
-
-    def run(self, image: str, command: Sequence[str], *, user: str | None = None,
-            binds: Sequence[tuple[str, str]] = (), gpu: bool = False, timeout: float = 180.0) -> tuple[int, str]:
-        """Run ``command`` in a fresh container (no network) and remove it; (exit code, stdout+stderr)."""
-        host_config: dict = {
-            "NetworkMode": "none",
-            "Mounts": [{"Type": "bind", "Source": src, "Target": dst} for src, dst in binds],
-        }
-        if gpu:
-            host_config["DeviceRequests"] = [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
-        spec = {"Image": image, "Cmd": list(command), "HostConfig": host_config, "Tty": False,
-                "Env": ["HF_HUB_OFFLINE=1", "PYTHONUNBUFFERED=1"], "Labels": {"konspekt.doctor": "1"}}
-        if user:
-            spec["User"] = user
-        name = f"konspekt-doctor-{uuid.uuid4().hex[:8]}"
-        container = json.loads(self.request("POST", f"/containers/create?name={name}", spec)[1])["Id"]
-        try:
-            self.request("POST", f"/containers/{container}/start")
-            result = json.loads(self.request("POST", f"/containers/{container}/wait", timeout=timeout)[1])
-            logs = self.request("GET", f"/containers/{container}/logs?stdout=1&stderr=1")[1]
-            return int(result.get("StatusCode", 1)), demux(logs)
-        finally:
-            try:
-                self.request("DELETE", f"/containers/{container}?force=1", expect=(204, 404))
-            except DockerError:
-                pass
-
-
-def demux(raw: bytes) -> str:
-    """The text of a non-TTY container log stream (8-byte frame headers), or ``raw`` as is."""
-    out, i = [], 0
-    while i + 8 <= len(raw) and raw[i] in (0, 1, 2) and raw[i + 1:i + 4] == b"\0\0\0":
-        size = struct.unpack(">I", raw[i + 4:i + 8])[0]
-        out.append(raw[i + 8:i + 8 + size])
-        i += 8 + size
-    if i < len(raw):
-        out.append(raw[i:])
-    return b"".join(out).decode(errors="replace")
 
 
 # --- where probes run: a task container, or the local interpreter ------------------------------
@@ -195,40 +86,54 @@ class Config:
     local_python: str = sys.executable
     timeout: float = 180.0
     compose: bool = False  # fixes name compose commands
-    images: dict[str, str] = field(default_factory=stage_images)  # stage -> image family
 
     def image(self, family: str) -> str:
         return f"{self.image_prefix}-{family}:{self.image_tag}"
 
-    @property
-    def families(self) -> list[str]:
-        return list(dict.fromkeys(self.images.values()))
+
+def container_spec(c: Config, family: str, command: Sequence[str], *, gpu: bool, data: bool,
+                   cache: bool) -> dict:
+    """A task's container as the DAG starts it (its mounts, user, no network), running ``command``."""
+    binds = [(c.data_mount_source, CONTAINER_DATA)] if data else []
+    if cache:
+        binds.append((c.cache_mount_source, CONTAINER_CACHE))
+    host_config: dict = {
+        "NetworkMode": "none",
+        "Mounts": [{"Type": "bind", "Source": src, "Target": dst} for src, dst in binds],
+    }
+    if gpu:
+        host_config["DeviceRequests"] = [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+    spec = {"Image": c.image(family), "Cmd": list(command), "HostConfig": host_config, "Tty": False,
+            "Env": ["HF_HUB_OFFLINE=1", "PYTHONUNBUFFERED=1"], "Labels": {"konspekt.doctor": "1"}}
+    if c.docker_user:
+        spec["User"] = c.docker_user
+    return spec
 
 
 class Probe:
-    """Runs a short command where a stage of ``family`` would run."""
+    """Runs a short command where ``stage`` would run: in its image, or with the local tools."""
 
     def __init__(self, config: Config, api: DockerAPI | None):
         self.config, self.api = config, api
 
-    def run(self, family: str, command: Sequence[str], *, gpu: bool = False, data: bool = False,
+    def run(self, stage: str, command: Sequence[str], *, gpu: bool = False, data: bool = False,
             cache: bool = False) -> tuple[int, str]:
         c = self.config
         if c.runner == "docker":
-            binds = []
-            if data:
-                binds.append((c.data_mount_source, CONTAINER_DATA))
-            if cache:
-                binds.append((c.cache_mount_source, CONTAINER_CACHE))
-            return self.api.run(c.image(family), command, user=c.docker_user or None, binds=binds, gpu=gpu,
-                                timeout=c.timeout)
+            spec = container_spec(c, registry.get(stage).image, command, gpu=gpu, data=data, cache=cache)
+            assert self.api is not None, "docker mode: run_checks passes a DockerAPI"
+            return self.api.run(spec, name=f"konspekt-doctor-{uuid.uuid4().hex[:8]}", timeout=c.timeout)
+        return self._run_locally(command)
+
+    def _run_locally(self, command: Sequence[str]) -> tuple[int, str]:
+        c = self.config
         argv = [c.local_python if command[0] == "python" else command[0], *command[1:]]
         argv = [self._local_path(a) for a in argv]
         environ = dict(os.environ, HF_HUB_OFFLINE="1")
         if c.cache_dir is not None:
             environ.update(XDG_CACHE_HOME=str(c.cache_dir), HF_HOME=str(c.cache_dir / "huggingface"))
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=c.timeout, env=environ)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=c.timeout, env=environ, check=False)
         except FileNotFoundError as exc:
             return 127, f"{argv[0]}: not found ({exc.strerror})"
         except subprocess.TimeoutExpired:
@@ -236,6 +141,7 @@ class Probe:
         return proc.returncode, proc.stdout + proc.stderr
 
     def _local_path(self, arg: str) -> str:
+        """A container path in ``arg`` made local: the data root and the cache are folders here."""
         c = self.config
         for container, local in ((CONTAINER_DATA, c.data_root), (CONTAINER_CACHE, c.cache_dir)):
             if local is not None and (arg == container or arg.startswith(container + "/")):
@@ -259,7 +165,7 @@ def build_fix(c: Config) -> str:
 def check_daemon(c: Config, api: DockerAPI) -> Check:
     try:
         api.ping()
-        info = api.version()
+        info = api.get("/version")
     except DockerError as exc:
         if c.compose or "docker-proxy" in c.docker_url:
             fix = ("docker-proxy (dind) takes ~15 s to start listening: wait for `docker compose ps docker-proxy` "
@@ -273,8 +179,9 @@ def check_daemon(c: Config, api: DockerAPI) -> Check:
 
 
 def check_images(c: Config, api: DockerAPI) -> tuple[Check, set[str]]:
-    present, missing = set(), []
-    for family in c.families:
+    present: set[str] = set()
+    missing: list[str] = []
+    for family in registry.families():
         try:
             found = api.image(c.image(family))
         except DockerError as exc:
@@ -283,7 +190,7 @@ def check_images(c: Config, api: DockerAPI) -> tuple[Check, set[str]]:
     if missing:
         return Check("images", FAIL, f"missing in the daemon at {c.docker_url}: {', '.join(missing)}",
                      build_fix(c)), present
-    return Check("images", OK, ", ".join(c.image(f) for f in c.families)), present
+    return Check("images", OK, ", ".join(c.image(f) for f in registry.families())), present
 
 
 def check_data(c: Config, probe: Probe) -> Check:
@@ -293,7 +200,7 @@ def check_data(c: Config, probe: Probe) -> Check:
     script = (f"if touch {marker} 2>/tmp/err; then rm -f {marker}; echo writable; "
               f"else echo \"cannot write: $(cat /tmp/err)\"; fi; test -d {CONTAINER_DATA}/input || echo no-input")
     try:
-        code, out = probe.run("audio", ["sh", "-c", script], data=True)
+        code, out = probe.run("extract_audio", ["sh", "-c", script], data=True)
     except DockerError as exc:
         return Check("data folder", FAIL, str(exc), mount_fix(c, "data"))
     where = c.data_mount_source
@@ -334,7 +241,7 @@ def check_ffmpeg(c: Config, probe: Probe) -> Check:
     versions = []
     for tool in ("ffmpeg", "ffprobe"):
         try:
-            code, out = probe.run("audio", [tool, "-hide_banner", "-version"])
+            code, out = probe.run("extract_audio", [tool, "-hide_banner", "-version"])
         except DockerError as exc:
             return Check("ffmpeg", FAIL, str(exc), build_fix(c))
         if code != 0:
@@ -372,7 +279,7 @@ def check_gpu(c: Config, probe: Probe) -> Check:
     if not c.gpu:
         return Check("gpu", SKIP, "no GPU requested (KONSPEKT_GPU=false)")
     try:
-        code, out = probe.run("asr", ["python", "-c", GPU_PROBE], gpu=True)
+        code, out = probe.run("transcribe", ["python", "-c", GPU_PROBE], gpu=True)
     except DockerError as exc:
         fix = ("the daemon has no NVIDIA runtime: stock docker:dind cannot pass a GPU. Install the NVIDIA "
                "Container Toolkit on the host and run the gpu profile, which sends tasks to the host daemon "
@@ -423,7 +330,7 @@ def check_models(c: Config, probe: Probe) -> list[Check]:
                 f"as tasks see it ({CONTAINER_CACHE}/...)")
 
     try:
-        code, out = probe.run("asr", ["python", "-c", WHISPER_PROBE, c.whisper_model], cache=True)
+        code, out = probe.run("transcribe", ["python", "-c", WHISPER_PROBE, c.whisper_model], cache=True)
     except DockerError as exc:
         checks.append(Check("whisper model", FAIL, str(exc), mount_fix(c, "cache")))
     else:
@@ -469,21 +376,22 @@ def run_checks(c: Config, api: DockerAPI | None = None) -> list[Check]:
         images, present = check_images(c, api)
         checks.append(images)
     else:
-        present = set(c.families)
+        present = set(registry.families())
     probe = Probe(c, api)
 
-    def needs(family: str, check: Callable[[], Check | list[Check]], names: Sequence[str]) -> None:
+    def needs(stage: str, check: Callable[[], Check | list[Check]], names: Sequence[str]) -> None:
+        family = registry.get(stage).image
         if family not in present:
             checks.extend(Check(n, SKIP, f"image {c.image(family)} is missing") for n in names)
             return
         result = check()
         checks.extend(result if isinstance(result, list) else [result])
 
-    needs("audio", lambda: check_data(c, probe), ["data folder"])
-    needs("audio", lambda: check_ffmpeg(c, probe), ["ffmpeg"])
+    needs("extract_audio", lambda: check_data(c, probe), ["data folder"])
+    needs("extract_audio", lambda: check_ffmpeg(c, probe), ["ffmpeg"])
     needs("features", lambda: check_opensmile(c, probe), ["openSMILE"])
-    needs("asr", lambda: check_gpu(c, probe), ["gpu"])
-    if "asr" in present and "summarize" in present:
+    needs("transcribe", lambda: check_gpu(c, probe), ["gpu"])
+    if {registry.get("transcribe").image, registry.get("summarize").image} <= present:
         checks.extend(check_models(c, probe))
     else:
         checks.append(Check("models", SKIP, "the asr and summarize images are needed to look into the cache"))
@@ -507,7 +415,7 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str] | None = None
     p.add_argument("--image-prefix", default=e("IMAGE_PREFIX"))
     p.add_argument("--image-tag", default=e("IMAGE_TAG"))
     p.add_argument("--docker-user", default=e("DOCKER_USER"), help="uid:gid the tasks run as")
-    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=is_true(e("GPU")))
+    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=yes("KONSPEKT_GPU", e("GPU")))
     p.add_argument("--whisper-model", default=e("WHISPER_MODEL"))
     p.add_argument("--summary-method", default=e("SUMMARY_METHOD"))
     p.add_argument("--summary-model", default=e("SUMMARY_MODEL"))
@@ -517,8 +425,8 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str] | None = None
                    help="local runner: the model cache")
     p.add_argument("--local-python", default=environ_.get("KONSPEKT_LOCAL_PYTHON") or sys.executable)
     p.add_argument("--timeout", type=float, default=180.0, help="seconds per probe")
-    p.add_argument("--compose", action=argparse.BooleanOptionalAction,
-                   default=is_true(environ_.get("KONSPEKT_COMPOSE", "false")), help="word fixes for docker compose")
+    p.add_argument("--compose", action=argparse.BooleanOptionalAction, help="word fixes for docker compose",
+                   default=yes("KONSPEKT_COMPOSE", environ_.get("KONSPEKT_COMPOSE", "false")))
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     args = vars(p.parse_args(argv))
     as_json = args.pop("json")

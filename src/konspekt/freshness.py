@@ -22,7 +22,7 @@ from konspekt.contracts import STATUS_OK, StageResult
 from konspekt.layout import sha256
 
 # argv options that say how to run, not what to compute
-NOT_FINGERPRINTED = {"video_dir", "force"}
+NOT_FINGERPRINTED = {"work_dir", "force"}
 
 
 def stamp(path: Path) -> dict[str, Any] | None:

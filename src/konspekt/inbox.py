@@ -35,20 +35,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from konspekt import __version__
+from konspekt import __version__, registry
 from konspekt.contracts import STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, StageResult
 from konspekt.layout import VIDEO_META, VideoDir, printable, read_json, sha256, write_json
 
-# Run order of the per-video stages; finalize requires every one of them to be ok.
-STAGES = ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf")
-
 TEMP_SUFFIXES = {".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".filepart", ".opdownload", ".!qb"}
-# What finalize publishes: the stages' own outputs (a test checks this against each stage's `writes`),
-# moved only when they are regular files. Anything else a stage container left is not published.
-DELIVERABLES = frozenset({"audio.wav", "transcript.json", "transcript.txt", "transcript.srt", "transcript.vtt",
-                          "transcript.tsv", "summary.json", "features.csv", "features.json", "outline.json",
-                          "report.pdf", "report.json"})
-BYPRODUCTS = {"audio.wav"}
 # A video adopted this often and still not finished goes to failed/ instead of round again.
 MAX_ADOPTIONS = 3
 MAX_DEPTH = 3  # folders dropped into input/: videos this deep are taken, deeper ones are reported
@@ -63,11 +54,6 @@ log = logging.getLogger(__name__)
 def is_ignored(name: str) -> bool:
     """Hidden, editor lock and download temp names: a downloader or editor is still at work."""
     return name.startswith((".", "~")) or Path(name).suffix.lower() in TEMP_SUFFIXES
-
-
-def is_candidate(path: Path) -> bool:
-    """A regular, visible file that no downloader or editor is still writing under a temp name."""
-    return not is_ignored(path.name) and stat.S_ISREG(_lstat_mode(path))
 
 
 @dataclass
@@ -146,10 +132,6 @@ def ready_entries(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: fl
         if ready or now >= deadline:
             return ready
         time.sleep(max(min(sleep, deadline - now), 0.05))
-
-
-def ready_files(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: float = 0.0) -> list[Path]:
-    return [e.path for e in ready_entries(input_dir, stable_seconds, wait_seconds) if e.problem is None]
 
 
 def has_work(data_root: Path, stable_seconds: float = 5.0) -> bool:
@@ -439,7 +421,7 @@ class Outcome:
 def stage_results(video: VideoDir) -> dict[str, StageResult]:
     """Each stage's result file, as far as it is readable; one a stage container spoilt counts as missing."""
     results = {}
-    for stage in STAGES:
+    for stage in registry.lecture_names():  # finalize requires every one of them to be ok
         path = video.result_path(stage)
         try:
             if stat.S_ISREG(_lstat_mode(path)) and path.stat().st_size <= RESULT_BYTES:
@@ -451,7 +433,7 @@ def stage_results(video: VideoDir) -> dict[str, StageResult]:
 
 def first_problem(results: dict[str, StageResult]) -> tuple[str, str, str] | None:
     """(stage, status, reason) of the first stage that did not finish ok, in run order."""
-    for stage in STAGES:
+    for stage in registry.lecture_names():  # in run order
         result = results.get(stage)
         if result is None:
             return stage, STATUS_ERROR, f"the {stage} stage did not run to completion (see its task log)"
@@ -509,16 +491,17 @@ def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False,
     hint = None
     if problem:
         stage, status, reason = problem
-        hint = BAD_FILE_HINT if status == STATUS_BAD_INPUT else outside_hint(reason) + "; then drop it into input/ again"
+        again = "; then drop it into input/ again"
+        hint = BAD_FILE_HINT if status == STATUS_BAD_INPUT else outside_hint(reason) + again
         _write_error(dest, {"file": name, "stage": stage, "reason": reason, "failed_at": now, "hint": hint,
                             **{k: facts[k] for k in ("size", "sha256", "claimed_at") if k in facts}})
         write_json(dest / "manifest.json", manifest)
         _move(source, dest / name)
     else:
-        for item in sorted(video.path.iterdir()):
-            if item.name not in DELIVERABLES or not stat.S_ISREG(_lstat_mode(item)):
+        for item in sorted(video.path.iterdir()):  # only the stages' own outputs, as regular files
+            if item.name not in registry.deliverables() or not stat.S_ISREG(_lstat_mode(item)):
                 continue
-            if item.name in BYPRODUCTS and not keep_byproducts:
+            if item.name in registry.BYPRODUCTS and not keep_byproducts:
                 continue
             _move(item, dest / item.name)
         write_json(dest / "manifest.json", manifest)

@@ -7,7 +7,8 @@ The data root (``/data`` inside task containers) holds::
     output/<video name>/         finished results (report.pdf, transcript.*, manifest.json)
     processed/<claim>/<file>     the original upload, archived after success
     failed/<video name>/         the original upload + error.json when it could not be processed
-    logs/                        training logs
+    train_runs/<run>/            one training run's working folder (see konspekt.training)
+    logs/<run>/                  training logs
 
 All writes go through :func:`atomic_path`: a temp file in the same folder, then an
 ``os.replace``. A killed stage never leaves a half-written file that looks complete.
@@ -20,13 +21,15 @@ import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from konspekt.contracts import to_jsonable
+from konspekt.contracts import log, to_jsonable
 
 VIDEO_META = "video.json"
 
@@ -91,14 +94,36 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def safe_name(text: str) -> str:
+    """A run id (``manual__2026-01-01T10:00:00+00:00``) as a portable folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+
+
 @dataclass(frozen=True)
-class VideoDir:
-    """The working folder of one claimed video: every stage reads and writes here."""
+class WorkDir:
+    """The folder one task works in; each step keeps its result in ``stages/<step>.json`` there."""
 
     path: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+
+    results_dir = property(lambda self: self.path / "stages")
+
+    def result_path(self, step: str) -> Path:
+        return self.results_dir / f"{step}.json"
+
+    def prepare(self) -> None:
+        """Before a step runs: a video's folder must exist already (claim made it)."""
+
+    def note(self, message: str) -> None:
+        """A line the user should read: why the step failed on their input."""
+        log(message)
+
+
+@dataclass(frozen=True)
+class VideoDir(WorkDir):
+    """The working folder of one claimed video: every stage reads and writes here."""
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -125,7 +150,45 @@ class VideoDir:
     outline_json = property(lambda self: self.path / "outline.json")
     report_pdf = property(lambda self: self.path / "report.pdf")
     report_json = property(lambda self: self.path / "report.json")
-    results_dir = property(lambda self: self.path / "stages")
 
-    def result_path(self, stage: str) -> Path:
-        return self.results_dir / f"{stage}.json"
+
+@dataclass(frozen=True)
+class RunDir(WorkDir):
+    """One training run's folders, all derived from ``<data root>/train_runs/<run id>``."""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def data_root(self) -> Path:
+        return self.path.parent.parent
+
+    data = property(lambda self: self.path / "data")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    model = property(lambda self: self.path / "model")
+    logs = property(lambda self: self.data_root / "logs" / self.name)
+    train_log = property(lambda self: self.logs / "train.log")
+    shard_cache = property(lambda self: self.data_root / "train_cache" / "shards")
+    export = property(lambda self: self.data_root / "models" / self.name)
+
+    def manifest(self, split: str) -> Path:
+        return self.data / f"{split}.json"
+
+    def result(self, step: str) -> dict[str, Any]:
+        """What an earlier step reported (its ``details``); it must have run."""
+        path = self.result_path(step)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the {step} step has not run for this run")
+        return read_json(path)["details"]
+
+    def prepare(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def note(self, message: str) -> None:
+        """A time-stamped line in ``train.log`` (appended line by line: readable while training) and on stderr."""
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        log(stamped)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with self.train_log.open("a", encoding="utf-8") as f:
+            f.write(stamped + "\n")

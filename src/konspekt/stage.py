@@ -1,23 +1,28 @@
-"""The contract every stage CLI keeps.
+"""The one runner: every stage CLI and every training step keeps this contract.
 
     python -m konspekt.stages.<name> --video-dir DIR [options] [--force]
+    python -m konspekt.training.<step> --run-dir DIR [options]
 
-* exit 0: done; exit 2: the input is bad (one-line reason); exit 1: a bug or crash.
+* exit 0: done; exit 2: the input is bad (one-line reason); exit 1: a bug or crash;
+  exit 64: a wrong command line (the codes: :mod:`konspekt.contracts`).
 * The last line on stdout is a JSON :class:`StageResult`; the same object is kept
-  in ``DIR/stages/<name>.json`` so later steps read results from files, not logs.
+  in ``DIR/stages/<step>.json`` so later steps read results from files, not logs.
 * Progress and diagnostics go to stderr.
 
-What makes a stage safe to retry, kill or rerun (:func:`run_stage` does it for all):
+What makes a step safe to retry, kill or rerun (:func:`run_step` does it for all):
 
-* **One at a time.** A stage holds ``stages/.<name>.lock`` (``flock``) while it works.
+* **One at a time.** A step holds ``stages/.<step>.lock`` (``flock``) while it works.
   A retry that starts while an earlier try is still running (its worker was killed,
-  the stage process was not) waits for it instead of racing it for the same files.
+  the process was not) waits for it instead of racing it for the same files.
   The kernel releases the lock when the holder dies, however it dies.
 * **No half files.** Outputs are written atomically (:func:`konspekt.layout.atomic_path`);
   a killed try leaves only dot-prefixed temp files, which the next try removes first.
-* **Make-like.** When the last result is ok, the files the stage reads and its options
-  are unchanged, and its outputs exist, the stage prints that result and exits 0
-  without redoing the work (see :mod:`konspekt.freshness`). ``--force`` redoes it.
+* **Make-like** (the stages, which say what they ``read``). When the last result is ok, the
+  files the stage reads and its options are unchanged, and its outputs exist, the stage prints
+  that result and exits 0 without redoing the work (see :mod:`konspekt.freshness`).
+  ``--force`` redoes it.
+
+Which folder a step works on, and what it writes, comes from :mod:`konspekt.registry`.
 """
 
 from __future__ import annotations
@@ -37,30 +42,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from konspekt import __version__, freshness
-from konspekt.contracts import EXIT_USAGE, STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, StageResult
-from konspekt.layout import VideoDir, temp_files_of, write_json
+from konspekt import __version__, freshness, registry
+from konspekt.contracts import (
+    EXIT_USAGE,
+    STATUS_BAD_INPUT,
+    STATUS_ERROR,
+    STATUS_OK,
+    BadInput,
+    StageResult,
+    log,
+    parse_bool,
+)
+from konspekt.layout import RunDir, VideoDir, WorkDir, temp_files_of, write_json
 
-
-class BadInput(Exception):
-    """The user's file cannot be processed; the message is shown to them as is."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-StageFn = Callable[[VideoDir, argparse.Namespace], "list[Path] | tuple[list[Path], dict[str, Any]]"]
-Reads = Callable[[VideoDir], "list[Path]"]
-
-
-def parse_flag(text: str) -> bool:
-    value = str(text).strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+# A step returns its output files, (outputs, details), or (a training step) just its details.
+StepFn = Callable[[Any, argparse.Namespace], "list[Path] | tuple[list[Path], dict[str, Any]] | dict[str, Any]"]
+Reads = Callable[[Any], "list[Path]"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,54 +68,61 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def make_parser(stage: str, description: str) -> argparse.ArgumentParser:
-    parser = Parser(prog=f"konspekt.stages.{stage}", description=description)
-    parser.add_argument("--video-dir", required=True, type=Path, help="the claimed video's working folder")
-    # `--force` alone, or `--force true|false` so that a DAG can pass its Param through as is
-    parser.add_argument("--force", nargs="?", const=True, default=False, type=parse_flag, metavar="BOOL",
-                        help="redo the work even when the last result is up to date")
+def make_parser(stage: registry.Stage, description: str, *, make_like: bool) -> Parser:
+    parser = Parser(prog=stage.module, description=description)
+    what = "<data root>/train_runs/<run id>" if stage.is_training else "the claimed video's working folder"
+    parser.add_argument(stage.work_flag, dest="work_dir", required=True, type=Path, help=what)
+    if make_like:  # `--force` alone, or `--force true|false` so that a DAG can pass its Param through as is
+        parser.add_argument("--force", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
+                            help="redo the work even when the last result is up to date")
     return parser
 
 
-def run_stage(stage: str, parser: argparse.ArgumentParser, fn: StageFn, argv: Sequence[str] | None = None, *,
-              reads: Reads | None = None, writes: Sequence[str] = (), packages: Sequence[str] = ()) -> int:
-    """Parse ``argv``, run ``fn`` and report the outcome by the stage contract.
+def run_step(stage: registry.Stage, parser: argparse.ArgumentParser, fn: StepFn, argv: Sequence[str] | None = None,
+             *, reads: Reads | None = None, packages: Sequence[str] = ()) -> int:
+    """Parse ``argv``, run ``fn(work_dir, args)`` and report the outcome by the contract.
 
-    ``reads(video)``: the files the stage's work depends on (its fingerprint);
-    ``writes``: the names of the files it writes in the video folder (their stale temp files
-    are removed); ``packages``: the distributions whose versions go into the result.
+    ``reads(work_dir)``: the files the step's work depends on (its fingerprint; None: always run);
+    ``packages``: the distributions whose versions go into the result. The stale temp files of
+    what the registry says the stage ``writes`` are removed first.
     """
     args = parser.parse_args(argv)
-    video = VideoDir(args.video_dir)
-    with _exclusive(video, stage):
-        _remove_stale_temps(video, stage, writes)
+    work: WorkDir = (RunDir if stage.is_training else VideoDir)(args.work_dir)
+    work.prepare()
+    with _exclusive(work, stage.step):
+        _remove_stale_temps(work, stage.step, stage.writes)
         started = time.perf_counter()
         try:
-            inputs = reads(video) if reads else []
-            if not args.force and (done := _up_to_date(video, stage, inputs, args)) is not None:
+            inputs = reads(work) if reads else []
+            if reads and not args.force and (done := _up_to_date(work, stage.step, inputs, args)) is not None:
                 print(done.to_json(), flush=True)
                 return done.exit_code
-            fingerprint = freshness.fingerprint(video.path, inputs, args)  # as read before the work
-            out = fn(video, args)
-            outputs, details = out if isinstance(out, tuple) else (out, {})
-            result = StageResult(stage, STATUS_OK, [_rel(p, video.path) for p in outputs], details=details,
+            fingerprint = freshness.fingerprint(work.path, inputs, args) if reads else {}  # as read before the work
+            outputs, details = _outcome(fn(work, args))
+            result = StageResult(stage.step, STATUS_OK, [_rel(p, work.path) for p in outputs], details=details,
                                  fingerprint=fingerprint)
         except BadInput as exc:
-            result = StageResult(stage, STATUS_BAD_INPUT, message=" ".join(str(exc).split()))
-            log(f"bad input: {result.message}")
+            result = StageResult(stage.step, STATUS_BAD_INPUT, message=" ".join(str(exc).split()))
+            work.note(f"{stage.step}: bad input: {result.message}")
         except Exception as exc:  # noqa: BLE001 - a crash is reported, then exit 1
             traceback.print_exc(file=sys.stderr)
-            result = StageResult(stage, STATUS_ERROR, message=f"{type(exc).__name__}: {exc}")
+            result = StageResult(stage.step, STATUS_ERROR, message=f"{type(exc).__name__}: {exc}")
         result.seconds = round(time.perf_counter() - started, 3)
         result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         result.versions = versions(packages)
-        if video.path.is_dir():
-            write_json(video.result_path(stage), result)
+        if work.path.is_dir():
+            write_json(work.result_path(stage.step), result)
         print(result.to_json(), flush=True)
         return result.exit_code
 
 
-def _up_to_date(video: VideoDir, stage: str, inputs: list[Path], args: argparse.Namespace) -> StageResult | None:
+def _outcome(out: Any) -> tuple[list[Path], dict[str, Any]]:
+    if isinstance(out, dict):
+        return [], out
+    return out if isinstance(out, tuple) else (out, {})
+
+
+def _up_to_date(video: WorkDir, stage: str, inputs: list[Path], args: argparse.Namespace) -> StageResult | None:
     """The last result when it still holds; else None, after saying why the stage runs again."""
     path = video.result_path(stage)
     try:
@@ -136,7 +140,7 @@ def _up_to_date(video: VideoDir, stage: str, inputs: list[Path], args: argparse.
 
 
 @contextlib.contextmanager
-def _exclusive(video: VideoDir, stage: str) -> Iterator[None]:
+def _exclusive(video: WorkDir, stage: str) -> Iterator[None]:
     """Hold ``stages/.<stage>.lock``, waiting while another process holds it."""
     if not video.path.is_dir():  # nothing to protect; the stage itself reports the missing folder
         yield
@@ -157,7 +161,7 @@ def _exclusive(video: VideoDir, stage: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _remove_stale_temps(video: VideoDir, stage: str, writes: Sequence[str]) -> None:
+def _remove_stale_temps(video: WorkDir, stage: str, writes: Sequence[str]) -> None:
     """Temp files of this stage's outputs, left by a try that was killed while writing.
 
     Only this stage's own names: the stages that run in parallel in the same folder
@@ -186,13 +190,14 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def main_for(stage: str, description: str, configure: Callable[[argparse.ArgumentParser], None], fn: StageFn, *,
-             reads: Reads | None = None, writes: Sequence[str] = (), packages: Sequence[str] = ()):
-    """Build the ``main(argv)`` of a stage module; see :func:`run_stage` for ``reads``/``writes``/``packages``."""
+def main_for(name: str, description: str, configure: Callable[[argparse.ArgumentParser], None], fn: StepFn, *,
+             reads: Reads | None = None, packages: Sequence[str] = ()):
+    """Build the ``main(argv)`` of the registry's stage ``name``; see :func:`run_step` for ``reads``/``packages``."""
 
     def main(argv: Sequence[str] | None = None) -> int:
-        parser = make_parser(stage, description)
+        stage = registry.get(name)
+        parser = make_parser(stage, description, make_like=reads is not None)
         configure(parser)
-        return run_stage(stage, parser, fn, argv, reads=reads, writes=writes, packages=packages)
+        return run_step(stage, parser, fn, argv, reads=reads, packages=packages)
 
     return main

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from konspekt.contracts import log
 from konspekt.models import local_model_dir, offline
-from konspekt.stage import log
 
 # Weights in other frameworks' formats that no konspekt stage loads: not worth the download.
 SKIP_PATTERNS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "onnx/*", "openvino/*", "*.tflite", "coreml/*"]
@@ -97,7 +97,7 @@ def _whisper(name: str) -> str:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(whisper_repo(name), allow_patterns=FASTER_WHISPER_FILES)
-    from konspekt.asr import resolve_whisper  # faster-whisper knows "small" -> Systran/faster-whisper-small
+    from konspekt.asr.backend import resolve_whisper  # faster-whisper knows "small" -> Systran/faster-whisper-small
 
     return resolve_whisper(name)
 
@@ -150,8 +150,12 @@ def _whisper_cached(name: str) -> Path | None:
         return None
 
 
-def plan(args: argparse.Namespace) -> list[tuple[Item, Callable, Callable]]:
-    steps = [(Item("whisper", m), _whisper_cached, _whisper) for m in args.whisper_model]
+# (item, cached, fetch); an item decided already (its status set) has neither
+Step = tuple[Item, Callable[[str], Path | None] | None, Callable[[str], str] | None]
+
+
+def plan(args: argparse.Namespace) -> list[Step]:
+    steps: list[Step] = [(Item("whisper", m), _whisper_cached, _whisper) for m in args.whisper_model]
     steps += [(Item("summary", m), local_model_dir, _hub) for m in args.summary_model]
     steps += [(Item("extractive", m), local_model_dir, _hub) for m in args.extractive_model]
     steps += [(Item("train base", m), local_model_dir, _hub) for m in args.train_base_model]
@@ -194,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--align-model", default=None, help="the alignment model instead of the language's default")
     args = parser.parse_args(argv)
 
-    items = [item if item.status else ensure(item, cached, fetch) for item, cached, fetch in plan(args)]
+    items = [item if item.status or cached is None or fetch is None else ensure(item, cached, fetch)
+             for item, cached, fetch in plan(args)]
     bad = [i for i in items if i.status in {"missing", "failed"}]
     if bad:
         log("not ready: " + "; ".join(f"{i.kind} {i.name} ({i.message})" for i in bad))

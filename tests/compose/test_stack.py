@@ -254,8 +254,8 @@ def test_the_triggered_run_takes_the_next_lecture_with_its_param(ui, api, stack,
 
 
 def test_training_from_the_rest_api_writes_a_readable_loss_log(api, stack):
-    from konspekt.training import safe_name
-    from konspekt.training.tiny import PHRASES, build_dataset
+    from konspekt.layout import safe_name
+    from tiny_whisper import PHRASES, build_dataset
 
     dataset = f"ci-{uuid.uuid4().hex[:6]}"
     build_dataset(DATA / "train" / dataset, sentences=PHRASES[:3], voices=[("en-us", 150)], video_every=3)

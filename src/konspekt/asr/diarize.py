@@ -21,12 +21,11 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from konspekt.asr import Progress, load_audio
-from konspekt.contracts import Diarization, Segment, Word
+from konspekt.asr.audio import load_audio
+from konspekt.asr.backend import Progress
+from konspekt.contracts import Diarization, Segment, Word, log
 from konspekt.models import offline
-from konspekt.stage import log
 
-DEFAULT_MODEL = "pyannote/speaker-diarization-community-1"
 TOKEN_ENV = "HF_TOKEN"
 
 
@@ -112,7 +111,7 @@ def speaker_at(turns: list[Turn], start: float, end: float) -> str | None:
         if shared > 0:
             overlap[t.speaker] = overlap.get(t.speaker, 0.0) + shared
     if overlap:
-        return max(overlap, key=overlap.get)
+        return max(overlap, key=overlap.__getitem__)
     middle = (start + end) / 2
     return min(turns, key=lambda t: max(t.start - middle, middle - t.end, 0.0)).speaker
 

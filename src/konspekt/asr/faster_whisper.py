@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from konspekt.asr import Options, Progress, load_audio, resolve_whisper
+from konspekt.asr.audio import load_audio
+from konspekt.asr.backend import Options, Progress, resolve_whisper
 from konspekt.contracts import Segment, Transcript, Word
+from konspekt.models import inference_options
 
 
 def load_model(opts: Options):
@@ -26,8 +28,6 @@ def to_word(w) -> Word:
 
 def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     from faster_whisper import BatchedInferencePipeline
-
-    from konspekt.training import inference_options  # stdlib only: reads <model dir>/konspekt.json
 
     model = model or load_model(opts)
     audio = load_audio(audio_path)

@@ -88,7 +88,8 @@ def to_vtt(transcript: Transcript) -> str:
 
 def to_txt(transcript: Transcript) -> str:
     """One line per segment; with speakers, a ``SPEAKER_00:`` line opens each change of speaker."""
-    lines, speaker = [], None
+    lines: list[str] = []
+    speaker = None
     for seg in transcript.segments:
         if not seg.text.strip():
             continue

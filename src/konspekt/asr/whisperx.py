@@ -24,10 +24,10 @@ import math
 import os
 from pathlib import Path
 
-from konspekt.asr import SAMPLE_RATE, Options, Progress, load_audio, read_wav, resolve_whisper
-from konspekt.contracts import Segment, Transcript, Word
+from konspekt.asr.audio import SAMPLE_RATE, load_audio, read_wav
+from konspekt.asr.backend import Options, Progress, resolve_whisper
+from konspekt.contracts import Segment, Transcript, Word, log
 from konspekt.models import local_model_dir, offline
-from konspekt.stage import log
 
 VAD_METHOD = "pyannote"
 # Hub ids for every default, so alignment models live in the one HF cache; whisperx's own

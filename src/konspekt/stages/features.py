@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from konspekt.contracts import Segment, Transcript
+from konspekt.contracts import Segment, Transcript, log
 from konspekt.layout import VideoDir, atomic_path, write_json
-from konspekt.stage import log, main_for
-from konspekt.stages.extract_audio import wav_duration
+from konspekt.media import wav_duration
+from konspekt.stage import main_for
 
 FEATURE_SET = "eGeMAPSv02"
 PITCH_LLD = "F0semitoneFrom27.5Hz_sma3nz"  # semitones above 27.5 Hz; 0 when unvoiced
@@ -370,7 +370,8 @@ def run(video: VideoDir, args: argparse.Namespace):
     write_csv(video.features_csv, rows)
     write_json(video.features_json, report)
     return [video.features_csv, video.features_json], {
-        "model": f"openSMILE {FEATURE_SET}", "segments": len(rows), "words": report["summary"]["words"], "duration": report["duration"],
+        "model": f"openSMILE {FEATURE_SET}", "segments": len(rows), "words": report["summary"]["words"],
+        "duration": report["duration"],
         "frames": int(len(frames.time)), "timeline_step": step, "opensmile_seconds": round(smile_s, 3),
     }
 
@@ -404,8 +405,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 main = main_for("features", __doc__.splitlines()[0], _configure, run,
-                reads=lambda video: [video.audio, video.transcript_json],
-                writes=["features.csv", "features.json"], packages=["opensmile", "numpy"])
+                reads=lambda video: [video.audio, video.transcript_json], packages=["opensmile", "numpy"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

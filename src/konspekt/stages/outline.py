@@ -6,7 +6,7 @@ the mean embeddings of the ``--window`` sentences on either side, and a topic ch
 where that similarity falls into a deep valley. The deepest valleys become section
 starts, as long as no section gets shorter than ``--min-section`` seconds. Each
 section's title is its most central sentence; its key points are the next most
-central ones that say something new (see ``summarize.pick_central``).
+central ones that say something new (see :func:`konspekt.embeddings.pick_central`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import argparse
 
 import numpy as np
 
-from konspekt.contracts import Outline, Section, Transcript
+from konspekt.contracts import BadInput, Outline, Section, Transcript, log
+from konspekt.deployment import EXTRACTIVE_MODEL
+from konspekt.devices import pick_device
+from konspekt.embeddings import embed, extractive_model, pick_central
 from konspekt.layout import VideoDir, write_json
 from konspekt.sentences import Sentence, timed_sentences
-from konspekt.stage import BadInput, log, main_for
-from konspekt.stages.summarize import DEFAULT_EXTRACTIVE, extractive_model, pick_central, resolve_device
+from konspekt.stage import main_for
 
 
 def gap_similarity(emb: np.ndarray, window: int) -> np.ndarray:
@@ -100,11 +102,7 @@ def run(video: VideoDir, args: argparse.Namespace):
     sents = timed_sentences(transcript)
     if not sents:
         raise BadInput("no speech was recognised, so there is nothing to outline")
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(extractive_model(args.model), device=resolve_device(args.device))
-    emb = model.encode([s.text for s in sents], normalize_embeddings=True, convert_to_numpy=True,
-                       show_progress_bar=False, batch_size=64)
+    emb = embed([s.text for s in sents], extractive_model(args.model), pick_device(args.device), batch_size=64)
     sections = build_outline(sents, emb, args)
     note = None
     if len(sections) == 1 and sents[-1].end - sents[0].start >= 2 * args.min_section:
@@ -119,7 +117,7 @@ def run(video: VideoDir, args: argparse.Namespace):
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_EXTRACTIVE, help="sentence-transformers model id or folder")
+    parser.add_argument("--model", default=EXTRACTIVE_MODEL, help="sentence-transformers model id or folder")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--window", type=int, default=6, help="sentences compared on either side of a gap")
     parser.add_argument("--min-section", type=float, default=60.0, help="seconds a section lasts at least")
@@ -129,7 +127,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 main = main_for("outline", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.transcript_json],
-                writes=["outline.json"], packages=["sentence-transformers", "torch"])
+                packages=["sentence-transformers", "torch"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,18 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from konspekt import models
-from konspekt.contracts import Summary, Transcript
-from konspekt.deployment import DEFAULTS
+from konspekt.contracts import BadInput, Summary, Transcript, log
+from konspekt.deployment import DEFAULTS, EXTRACTIVE_MODEL
+from konspekt.devices import pick_device
+from konspekt.embeddings import embed, extractive_model, pick_central
 from konspekt.layout import VideoDir, write_json
 from konspekt.sentences import split_sentences
-from konspekt.stage import BadInput, log, main_for
+from konspekt.stage import main_for
 
 DEFAULT_MODEL = DEFAULTS["SUMMARY_MODEL"]
-DEFAULT_EXTRACTIVE = "sentence-transformers/all-MiniLM-L6-v2"
 LIMIT_MARGIN = 4  # tokens kept free under the model's input limit
-MIN_POINT_WORDS = 4  # fillers ("Okay.", "Right?") carry nothing
-NEAR_DUPLICATE = 0.9  # cosine above which a sentence only repeats one already picked
-REDUNDANCY = 0.3  # MMR: how much likeness to picked sentences costs against centrality
 UNLIMITED = 1_000_000  # tokenizers without a real limit report 1e30
 
 
@@ -72,14 +70,6 @@ def chunk_sentences(sentences: Sequence[str], count_tokens: Callable[[str], int]
     if current:
         chunks.append(current)
     return chunks
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def input_limit(tokenizer, config) -> int:
@@ -158,45 +148,14 @@ def abstractive(text: str, model_path: str, device: str, args: argparse.Namespac
     return result
 
 
-def pick_central(texts: Sequence[str], emb, count: int) -> list[int]:
-    """Up to ``count`` sentences, most central first, by maximal marginal relevance: closeness to the
-    centre of ``emb`` (normalised embeddings) minus likeness to those already picked, so a lecture on
-    three topics gets all three, and a repeated sentence is taken once."""
-    import numpy as np
-
-    centrality = emb @ emb.mean(axis=0)  # ranks like TextRank's degree centrality (sum of cosines)
-    pool = [i for i, t in enumerate(texts) if len(t.split()) >= MIN_POINT_WORDS] or list(range(len(texts)))
-    picked: list[int] = []
-    likeness = np.full(len(texts), 0.0)
-    while pool and len(picked) < count:
-        best = max(pool, key=lambda i: (1 - REDUNDANCY) * centrality[i] - REDUNDANCY * likeness[i])
-        picked.append(best)
-        likeness = np.maximum(likeness, emb @ emb[best])
-        pool = [i for i in pool if likeness[i] <= NEAR_DUPLICATE and texts[i] != texts[best]]
-    return picked
-
-
 def extractive(text: str, model_path: str, device: str, count: int) -> Result:
-    from sentence_transformers import SentenceTransformer
-
     sentences = split_sentences(text)
     keep = min(count, max(1, math.ceil(len(sentences) / 3)))  # a short talk gets a short summary
     if len(sentences) <= keep:
         return Result(" ".join(sentences))
-    model = SentenceTransformer(model_path, device=device)
-    emb = model.encode(sentences, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-    top = sorted(pick_central(sentences, emb, keep))  # in the order they were said
+    top = sorted(pick_central(sentences, embed(sentences, model_path, device), keep))  # in the order they were said
     log(f"extractive: kept {len(top)} of {len(sentences)} sentences")
     return Result(" ".join(sentences[i] for i in top))
-
-
-def extractive_model(name: str) -> str:
-    """The default id loads from the PyPI-packaged copy first, so it needs no hub at all."""
-    if name == DEFAULT_EXTRACTIVE:
-        packaged = models.packaged_minilm()
-        if packaged:
-            return packaged
-    return models.resolve(name)
 
 
 def model_for(language: str | None, default: str, by_language: dict[str, str]) -> str | None:
@@ -231,12 +190,13 @@ def run(video: VideoDir, args: argparse.Namespace):
     words = len(text.split())
     if words < args.min_length:  # fewer words than the summary's minimum tokens: nothing to condense
         return _whole_transcript(video, transcript, words, args)
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     if method == "abstractive":
         result = abstractive(text, model_path, device, args)
     else:
         model_name = args.extractive_model
         result = extractive(text, extractive_model(model_name), device, args.sentences)
+    assert model_name is not None  # abstractive: auto found it on disk, or --model named it
 
     summary = Summary(method=method, model=model_name, text=result.text, language=transcript.language,
                       chunks=result.chunks, note=note)
@@ -274,7 +234,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="seq2seq model id or folder for English")
     parser.add_argument("--models", type=_language_models, default={},
                         help='JSON: language -> model for other languages, e.g. {"ru": "<id>"}; "*" for any')
-    parser.add_argument("--extractive-model", default=DEFAULT_EXTRACTIVE,
+    parser.add_argument("--extractive-model", default=EXTRACTIVE_MODEL,
                         help="sentence-transformers model id or folder (extractive)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--max-length", type=int, default=160, help="summary tokens at most, per chunk")
@@ -287,7 +247,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 main = main_for("summarize", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.transcript_json],
-                writes=["summary.json"], packages=["transformers", "torch", "sentence-transformers"])
+                packages=["transformers", "torch", "sentence-transformers"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

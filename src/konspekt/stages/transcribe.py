@@ -15,19 +15,21 @@ from __future__ import annotations
 import argparse
 
 from konspekt import asr
-from konspekt.asr.diarize import DEFAULT_MODEL as DEFAULT_DIARIZATION_MODEL
-from konspekt.asr.subtitles import WRITERS, cues, timestamp, to_srt, to_txt, to_vtt  # noqa: F401 - public API
+from konspekt.asr.backend import Options
+from konspekt.asr.subtitles import WRITERS
+from konspekt.contracts import BadInput, log
 from konspekt.deployment import DEFAULTS
+from konspekt.devices import pick_device
 from konspekt.layout import VideoDir, write_json, write_text
-from konspekt.stage import BadInput, log, main_for
+from konspekt.stage import main_for
 
 
 def run(video: VideoDir, args: argparse.Namespace):
     if not video.audio.is_file():
         raise FileNotFoundError(f"{video.audio} is missing: extract_audio has not run")
-    device = asr.pick_device(args.device)
+    device = pick_device(args.device, probe="ctranslate2")  # the ASR image has no torch
     backend = asr.pick_backend(args.backend, device)
-    opts = asr.Options(
+    opts = Options(
         model=args.model, language=None if args.language in (None, "", "auto") else args.language,
         device=device, compute_type=asr.pick_compute_type(args.compute_type, device),
         beam_size=args.beam_size, batch_size=args.batch_size, threads=args.threads,
@@ -74,7 +76,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="whisperx: seconds of audio aligned at a time (bounds memory)")
     parser.add_argument("--diarize", nargs="?", const=True, default=False, type=_yes,
                         help="label speakers with pyannote (true/false; its first download needs HF_TOKEN set)")
-    parser.add_argument("--diarization-model", default=DEFAULT_DIARIZATION_MODEL,
+    parser.add_argument("--diarization-model", default=DEFAULTS["DIARIZATION_MODEL"],
                         help="pyannote pipeline: hub id or local folder with config.yaml")
     parser.add_argument("--speakers", type=_count, default=None, help="exact number of speakers, if known")
     parser.add_argument("--min-speakers", type=_count, default=None)
@@ -93,7 +95,6 @@ def _count(value: str) -> int | None:
 
 
 main = main_for("transcribe", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.audio],
-                writes=["transcript.json", *(f"transcript.{ext}" for ext in WRITERS)],
                 packages=["faster-whisper", "ctranslate2", "whisperx", "pyannote.audio"])
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ import os
 import shutil
 from pathlib import Path
 
-from konspekt.layout import read_json, write_json
+from konspekt.layout import RunDir, read_json, write_json
 from konspekt.models import resolve
-from konspekt.training import RunDir, TrainLog, add_model_args, step_main
+from konspekt.stage import main_for
+from konspekt.training import TrainLog, add_model_args
 from konspekt.training.whisper import N_FRAMES, Processor, load_processor, log_mel, read_wav
 
 FORMAT = 1  # bump when the shard layout changes, so old caches are not reused
@@ -43,9 +44,10 @@ def write_shards(run: RunDir, processor: Processor, manifests: dict[str, list[di
 
     index: dict = {"splits": {}, "skipped": []}
     for split in SPLITS:
-        entries, shards = manifests[split], []
+        entries = manifests[split]
+        shards: list[dict] = []
         for start in range(0, len(entries), shard_size):
-            shard = {"ids": [], "texts": [], "features": [], "labels": []}
+            shard: dict[str, list] = {"ids": [], "texts": [], "features": [], "labels": []}
             for e in entries[start:start + shard_size]:
                 labels = processor.labels(e["text"])
                 if len(labels) > MAX_LABEL_TOKENS:
@@ -87,7 +89,7 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
     index = read_json(out / "index.json")
     if not index["splits"]["train"]["examples"]:
-        from konspekt.stage import BadInput
+        from konspekt.contracts import BadInput
 
         raise BadInput("no training examples are left after tokenising the texts")
     return {"key": key, "dir": out.relative_to(run.data_root).as_posix(), "reused": reused,
@@ -99,7 +101,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=256, help="examples per shard file")
 
 
-main = step_main("batches", __doc__.splitlines()[0], _configure, run)
+main = main_for("training.batches", __doc__.splitlines()[0], _configure, run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

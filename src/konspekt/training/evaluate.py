@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from konspekt.layout import write_json
+from konspekt.devices import pick_device
+from konspekt.layout import RunDir, write_json
 from konspekt.models import resolve
 from konspekt.sample import normalise_words, word_error_rate
-from konspekt.training import RunDir, TrainLog, add_model_args, pick_device, step_main
+from konspekt.stage import main_for
+from konspekt.training import TrainLog, add_model_args
 from konspekt.training.train import ShardData
 from konspekt.training.whisper import greedy_decode, load_model, load_processor
 
@@ -51,7 +53,7 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
     log = TrainLog(run)
     shards = run.result("batches")
     shard_dir = run.data_root / shards["dir"]
-    device = pick_device(args.device)
+    device = pick_device(args.device, strict=True)
     base = resolve(args.base_model)
     processor = load_processor(str(run.model), args.language)
     steps = run.result("train")["steps"]
@@ -73,11 +75,11 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
                  f"(e.g. {pairs[0][1][:60]!r} for {pairs[0][0][:60]!r})")
         log.metric(f"wer_{when}_{split}", step=0 if when == "before" else steps, wer=round(wer, 5))
     write_json(run.logs / "eval.json", report)
-    def wer(split: str, when: str) -> float | None:
+    def wer_of(split: str, when: str) -> float | None:  # not `wer`: the loop's float has that name
         return report.get(split, {}).get(when, {}).get("wer")
 
-    return {"wer_before": wer("validation", "before"), "wer_after": wer("validation", "after"),
-            "train_wer_after": wer("train", "after"), "report": str(run.logs / "eval.json")}
+    return {"wer_before": wer_of("validation", "before"), "wer_after": wer_of("validation", "after"),
+            "train_wer_after": wer_of("train", "after"), "report": str(run.logs / "eval.json")}
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +91,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=200)
 
 
-main = step_main("evaluate", __doc__.splitlines()[0], _configure, run)
+main = main_for("training.evaluate", __doc__.splitlines()[0], _configure, run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

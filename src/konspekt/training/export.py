@@ -18,9 +18,12 @@ import shutil
 import time
 from pathlib import Path
 
-from konspekt.layout import read_json, write_json
-from konspekt.training import MARKER, RunDir, TrainLog, inference_options, step_main
+from konspekt.layout import RunDir, read_json, write_json
+from konspekt.models import MARKER, inference_options
+from konspekt.stage import main_for
+from konspekt.training import TrainLog
 from konspekt.training.whisper import load_processor
+
 
 def convert(hf_dir: Path, out: Path, quantization: str) -> None:
     from ctranslate2.converters import TransformersConverter
@@ -77,7 +80,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="CTranslate2 weights: int8 (CPU and GPU), float16, int8_float16, float32")
 
 
-main = step_main("export", __doc__.splitlines()[0], _configure, run)
+main = main_for("training.export", __doc__.splitlines()[0], _configure, run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

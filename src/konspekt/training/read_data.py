@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from konspekt.layout import write_json
-from konspekt.stage import BadInput
-from konspekt.stages.extract_audio import extract, probe
-from konspekt.training import RunDir, TrainLog, step_main
+from konspekt.contracts import BadInput
+from konspekt.layout import RunDir, write_json
+from konspekt.media import extract, probe
+from konspekt.stage import main_for
+from konspekt.training import TrainLog
 
 METADATA = "metadata.csv"
 
@@ -146,7 +147,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=30.0, help="longest clip Whisper can learn from")
 
 
-main = step_main("read_data", __doc__.splitlines()[0], _configure, run)
+main = main_for("training.read_data", __doc__.splitlines()[0], _configure, run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

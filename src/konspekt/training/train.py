@@ -17,9 +17,11 @@ import shutil
 import time
 from pathlib import Path
 
-from konspekt.layout import atomic_path
+from konspekt.devices import pick_device
+from konspekt.layout import RunDir, atomic_path
 from konspekt.models import resolve
-from konspekt.training import RunDir, TrainLog, add_model_args, pick_device, step_main
+from konspekt.stage import main_for
+from konspekt.training import TrainLog, add_model_args
 from konspekt.training.whisper import collate, load_model, load_processor
 
 
@@ -191,7 +193,7 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:  # noqa: C901 - one trai
     stream = MicroBatches(train_data, args.batch_size, args.seed)
     steps_per_epoch = math.ceil(stream.per_epoch / args.grad_accum)
     total = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.epochs * steps_per_epoch))
-    device = pick_device(args.device)
+    device = pick_device(args.device, strict=True)
     precision = pick_precision(args.precision, device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -306,7 +308,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch; 0: its default")
 
 
-main = step_main("train", __doc__.splitlines()[0], _configure, run)
+main = main_for("training.train", __doc__.splitlines()[0], _configure, run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -53,7 +53,8 @@ class Processor:
 
 
 def load_processor(model_dir: str, language: str | None = "en") -> Processor:
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperTokenizerFast
+    # v5 exports WhisperTokenizerFast lazily (an alias of WhisperTokenizer); its stubs omit it
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperTokenizerFast  # type: ignore[attr-defined]
 
     multilingual = WhisperConfig.from_pretrained(model_dir).vocab_size >= MULTILINGUAL_VOCAB
     tokenizer = WhisperTokenizerFast.from_pretrained(model_dir)
@@ -95,7 +96,8 @@ def collate(features: list, labels: list[list[int]]):
 def load_model(model_dir: str, device: str):
     from transformers import WhisperForConditionalGeneration
 
-    return WhisperForConditionalGeneration.from_pretrained(model_dir).to(device)
+    # .to is functools.wraps(torch.nn.Module.to): typeshed's _Wrapped takes the first argument for self
+    return WhisperForConditionalGeneration.from_pretrained(model_dir).to(device)  # type: ignore[arg-type]
 
 
 def greedy_decode(model, features, prefix: list[int], eot: int, max_new_tokens: int = 128) -> list[list[int]]:

@@ -7,6 +7,7 @@ inside the functions, so importing this module costs nothing.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from typing import Any
 
@@ -28,7 +29,7 @@ def _binned(a, points: int):
         return a
     edges = np.linspace(0, len(a), points + 1).astype(int)
     out = []
-    for i, j in zip(edges[:-1], edges[1:]):
+    for i, j in itertools.pairwise(edges):
         finite = a[i:j][np.isfinite(a[i:j])]
         out.append(finite.mean() if finite.size else math.nan)
     return np.array(out)
@@ -84,13 +85,13 @@ def timeline_png(timeline: dict[str, Any], starts: list[float], width_in: float,
         ax.set_ylim(bottom=0)
         _style_axes(ax)
         edges = [s / scale for s in starts] + [x[-1]]
-        for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(edges)):
             if i % 2:
                 ax.axvspan(a, b, color="#eef2f7", zorder=0)
             if i:
                 ax.axvline(a, color="#888888", linewidth=0.8, linestyle="--")
     if len(starts) > 1:
-        for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]), 1):
+        for i, (a, b) in enumerate(itertools.pairwise(edges), 1):
             axes[0].annotate(str(i), ((a + b) / 2, 1.0), xycoords=("data", "axes fraction"), ha="center",
                              va="bottom", fontsize=7, color="#444444")
     axes[1].set_xlabel("time, min" if minutes else "time, s", fontsize=8)
@@ -117,7 +118,7 @@ def pitch_png(features: dict[str, Any], width_in: float, height_in: float) -> by
         ax.annotate(f"mean {mean:.0f} Hz", (mean, 0.97), xycoords=("data", "axes fraction"), xytext=(4, 0),
                     textcoords="offset points", fontsize=7, va="top")
     share = np.cumsum(counts) / counts.sum()  # octave errors leave stray frames far out: show 1-99 %
-    lo, hi = np.searchsorted(share, 0.01), np.searchsorted(share, 0.99)
+    lo, hi = int(np.searchsorted(share, 0.01)), int(np.searchsorted(share, 0.99))
     ax.set_xlim(edges[max(lo - 2, 0)], edges[min(hi + 3, len(edges) - 1)])
     ax.set_xlabel("pitch, Hz", fontsize=8)
     ax.set_ylabel("% of voiced time", fontsize=8)

