@@ -61,7 +61,7 @@ test-fast: install
 
 # Only the twenty-video concurrency test (part of `make test` too).
 test-concurrency: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -s tests/test_concurrency.py $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -s tests/e2e/test_concurrency.py $(PYTEST_ARGS)
 
 airflow-ui: install
 	airflow/run-local.sh airflow standalone
@@ -92,7 +92,7 @@ compose-up:
 compose-down:
 	bash airflow/compose.sh down
 
-# The user's path end to end against the stack (tests/compose/); .ci/run calls it.
+# The user's path end to end against the stack (tests/e2e/compose/); .ci/run calls it.
 compose-e2e: install
 	VENV=$(VENV) bash .ci/compose-e2e.sh
 

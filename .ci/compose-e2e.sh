@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI, the path users take: the project's docker-compose.yml up on a real engine (stand-ins for the
-# images no registry gives here), then tests/compose/ against it: a real browser in the UI, the
+# images no registry gives here), then tests/e2e/compose/ against it: a real browser in the UI, the
 # watch folder, training, a scheduler restart. Run as root.  `make compose-e2e` runs it.
 #
 #   VENV=<venv with konspekt[all,airflow,test]> .ci/compose-e2e.sh
@@ -79,6 +79,6 @@ phase "compose up"
 
 # 5. The end-to-end tests against the running stack.
 KONSPEKT_COMPOSE_E2E=1 KONSPEKT_CI_ARTIFACTS="$ARTIFACTS" HF_HUB_OFFLINE=1 SE_OFFLINE=true \
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/compose ${PYTEST_ARGS:-}
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e/compose ${PYTEST_ARGS:-}
 phase "compose tests"
 echo "[compose-e2e] screenshots and logs: $ARTIFACTS"

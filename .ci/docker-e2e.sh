@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI, docker mode: a real Docker engine builds the task images from images/ and runs the
-# lecture_to_pdf DAG with DockerOperator tasks (tests/test_e2e_docker.py). Run as root.
+# lecture_to_pdf DAG with DockerOperator tasks (tests/e2e/test_e2e_docker.py). Run as root.
 #
 #   .ci/docker-e2e.sh                 VENV=<venv with konspekt[all,airflow,test]> (default .venv)
 #
@@ -69,11 +69,11 @@ echo "[docker-e2e] docker-compose config: valid"
 phase "compose"
 
 # 6. The DAG in docker mode against the engine (the DockerOperator on the unix socket), and the engine's
-#    own checks (tests/test_ci_engine.py: the socket is root-only, dockerd listens on no TCP port).
+#    own checks (tests/deployment/test_ci_engine.py: the socket is root-only, dockerd listens on no TCP port).
 #    The restart test stops and restarts the engine only when this script started it (STARTED_DOCKERD).
 KONSPEKT_DOCKER_E2E=1 KONSPEKT_DOCKER_URL=$DOCKER_URL HF_HUB_OFFLINE=1 VENV="$VENV" \
   KONSPEKT_CI_DOCKERD_PIDFILE="$PIDFILE" KONSPEKT_CI_DOCKERD_LOG="$LOG_DIR/dockerd.log" \
   KONSPEKT_CI_DOCKERD_OURS="${STARTED_DOCKERD:-0}" \
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_ci_engine.py tests/test_e2e_docker.py \
-  tests/test_train_dag.py::test_train_dag_end_to_end_in_docker_mode tests/test_e2e_docker_restart.py ${PYTEST_ARGS:-}
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/deployment/test_ci_engine.py tests/e2e/test_e2e_docker.py \
+  tests/dags/test_train_dag.py::test_train_dag_end_to_end_in_docker_mode tests/e2e/test_e2e_docker_restart.py ${PYTEST_ARGS:-}
 phase "docker e2e"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CI's own Docker engine: dockerd on a unix socket only root can use (0660 root:root) and on no
 # TCP port, known by its PID file. .ci/docker-e2e.sh and .ci/compose-e2e.sh start and stop it with
-# this, and tests/test_e2e_docker_restart.py stops and restarts it between two tries of a task. Run as root.
+# this, and tests/e2e/test_e2e_docker_restart.py stops and restarts it between two tries of a task. Run as root.
 #
 #   .ci/dockerd.sh start     start it (unless it runs) and wait until it answers; prints its PID
 #   .ci/dockerd.sh stop      stop the dockerd named in the PID file (SIGTERM; SIGKILL after 30 s)

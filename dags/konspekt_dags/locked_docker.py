@@ -55,8 +55,9 @@ class LockedDownDockerOperator(DockerOperator):
 
     def execute(self, context: Any) -> Any:
         if self.run_mounts is not None:  # rendered by now; each mapped task has its own copy
-            # a str command is split as docker-py splits it (the factory's is a list)
-            argv = self.command if isinstance(self.command, list) else shlex.split(self.command or "")
+            # the argv the container gets: a str command as the provider and docker-py read it (the factory's is a list)
+            command = self.format_command(self.command)
+            argv = command if isinstance(command, list) else shlex.split(command or "")
             self.mounts = [*self.mounts, *self.run_mounts(str(self.work_dir), [str(arg) for arg in argv])]
         if (ti := context.get("ti")) is not None:
             key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"

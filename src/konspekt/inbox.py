@@ -328,7 +328,7 @@ def orphans(data_root: Path) -> list[Path]:
 
     The rule: **when claim runs, every folder in processing/ is an orphan.** Claim runs
     once per DAG run, before that run processes anything, and runs of lecture_to_pdf
-    never overlap (``max_active_runs=1``, which tests/test_dags.py pins). So a folder
+    never overlap (``max_active_runs=1``, which tests/dags/test_dags.py pins). So a folder
     found there belongs to a run that has ended without finalizing it: its worker or
     the machine died, the run was marked failed, or finalize held it after a failure
     outside the file (see :func:`finalize`). Nothing else will ever finish it.

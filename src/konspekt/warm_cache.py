@@ -55,7 +55,7 @@ def _gated(name: str) -> str:
 
 
 # faster-whisper's names for its models (faster_whisper.utils._MODELS), for where it is not
-# installed: the compose `models` service runs in the Airflow image. tests/test_warm_cache.py
+# installed: the compose `models` service runs in the Airflow image. tests/deployment/test_warm_cache.py
 # checks the table against faster-whisper's own.
 FASTER_WHISPER_REPOS = {
     "tiny.en": "Systran/faster-whisper-tiny.en",

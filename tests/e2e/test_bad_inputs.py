@@ -30,7 +30,7 @@ import pytest
 from conftest import airflow_env, dags_test, ffmpeg
 from konspekt.sample import SCRIPT, speak, word_error_rate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 # What each clip says, so its transcript shows that its own audio was decoded: sentences that

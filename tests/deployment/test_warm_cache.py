@@ -93,7 +93,7 @@ def test_make_warm_cache_fetches_the_configured_models(monkeypatch):
     monkeypatch.delenv("KONSPEKT_TRAIN_BASE_MODEL", raising=False)
     monkeypatch.setenv("KONSPEKT_SUMMARY_MODELS", '{"ru": "some/ru-model", "en": "slauw87/bart_summarisation"}')
     monkeypatch.setenv("AIRFLOW_CONN_KONSPEKT_DATA", "fs://")  # settings setdefaults it; undone after the test
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "dags"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "dags"))
     for name in [m for m in sys.modules if m.startswith("konspekt_dags")]:
         del sys.modules[name]
     from konspekt_dags.ensure_models import warm_cache_argv

@@ -1,7 +1,7 @@
 """`python -m konspekt.doctor`: each check, its fix, and the exit status, without a real daemon.
 
 A fake Docker Engine API on 127.0.0.1 (or a unix socket) stands in for the daemon (the real one
-is exercised by tests/test_e2e_docker.py); the local runner is checked against this machine's tools.
+is exercised by tests/e2e/test_e2e_docker.py); the local runner is checked against this machine's tools.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from konspekt import doctor, registry
 from konspekt.docker_api import DockerAPI, DockerError, demux
 from konspekt.doctor import FAIL, OK, SKIP, WARN, Config, Probe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 
 

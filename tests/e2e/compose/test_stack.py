@@ -27,7 +27,7 @@ import pytest
 
 from konspekt.sample import SCRIPT, speak, word_error_rate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "airflow" / "data"
 VIDEO_TIMEOUT = 900  # a lecture through six task containers in docker-proxy, with a queue before it
 pytestmark = [pytest.mark.slow,

@@ -23,7 +23,7 @@ from conftest import airflow_env, dags_test_argv
 from konspekt.layout import sha256
 from konspekt.sample import speak
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 NAME = "water cycle"

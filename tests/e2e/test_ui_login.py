@@ -4,7 +4,7 @@ The API server runs for real, on 127.0.0.1 at a free port, with compose's auth m
 and a temporary SQLite database. Its admin is created the way compose's ``airflow-init``
 has the Airflow image create it (``_AIRFLOW_WWW_USER_*`` -> ``airflow users create``), with
 the password from the environment, as ``AIRFLOW_ADMIN_PASSWORD`` in ``.env``. Compose itself
-refuses to start without that password (tests/test_compose.py).
+refuses to start without that password (tests/deployment/test_compose.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 pytestmark = pytest.mark.slow
 

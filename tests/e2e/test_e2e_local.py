@@ -16,7 +16,7 @@ from conftest import airflow_env, dags_test
 
 from konspekt.sample import SCRIPT, word_error_rate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

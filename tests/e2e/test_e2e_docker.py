@@ -1,6 +1,6 @@
 """The inference DAG end to end through Airflow in *docker* mode, against a real Docker engine.
 
-The same drop as tests/test_e2e_local.py (a spoken lecture, a video without sound, a
+The same drop as tests/e2e/test_e2e_local.py (a spoken lecture, a video without sound, a
 half-copied file), but every stage runs as a DockerOperator task in its own image, with
 ``network_mode="none"``, the data root and the model cache bind-mounted, and the uid
 1000. The packaged tiny.en model sits in the mounted cache, as a user's models would.
@@ -29,7 +29,7 @@ from konspekt.docker_api import DockerAPI, DockerError
 from konspekt import registry
 from konspekt.sample import SCRIPT, word_error_rate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TASK_UID = TASK_GID = 1000
 STAGE_OUTPUTS = ("report.pdf", "report.json", "transcript.json", "transcript.txt", "transcript.srt",
                  "transcript.vtt", "summary.json", "features.csv", "features.json", "outline.json")

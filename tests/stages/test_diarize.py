@@ -1,6 +1,6 @@
 """Speaker labels: assigning diarization turns to words and segments, how they show in every
 output, and the stage's behaviour where pyannote cannot run (the main venv has no pyannote:
-the real pipeline runs in tests/test_whisperx.py, in whisperx's venv)."""
+the real pipeline runs in tests/stages/test_whisperx.py, in whisperx's venv)."""
 
 import json
 

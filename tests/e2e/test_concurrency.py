@@ -33,7 +33,7 @@ import pytest
 
 from konspekt.sample import speak
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VIDEOS = int(os.environ.get("KONSPEKT_CONCURRENCY_VIDEOS") or 20)
 POOL_SLOTS = {"konspekt_gpu": 1, "konspekt_cpu": 2}
 STAGE_POOLS = {"extract_audio": "konspekt_cpu", "transcribe": "konspekt_gpu", "summarize": "konspekt_gpu",

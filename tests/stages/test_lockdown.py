@@ -24,7 +24,7 @@ import pytest
 from conftest import new_video_dir
 from konspekt.sample import speak
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TASK_UID = TASK_GID = 1000
 DATA, CACHE = "/srv", "/media"  # empty folders that exist on Debian, used as mount points
 # konspekt's source, as the images hold it in their venv: the clone may live under /tmp, which the

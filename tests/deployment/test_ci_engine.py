@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERD_SH = ROOT / ".ci" / "dockerd.sh"
 DOCKER_E2E = ROOT / ".ci" / "docker-e2e.sh"
 SOCKET = "/var/run/docker.sock"

@@ -30,7 +30,7 @@ from konspekt.training import read_data as read_data_step
 from konspekt.training import train as train_step
 from tiny_whisper import PHRASES, build_dataset, build_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PHRASES_USED = PHRASES[:4]
 # Measured on this toy set (6 training clips, full batch, lr 5e-3 decaying linearly to 0): the loss
 # goes 10.8 -> 0.05 in 60 steps, and the tiny model tells the phrases apart by ear from ~step 30.

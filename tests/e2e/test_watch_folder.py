@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from test_concurrency import free_port, stop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -12,7 +12,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 
 from konspekt import registry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 STAGES = registry.lecture_names()
 GPU_STAGES = {stage.name for stage in registry.LECTURE if stage.gpu}

@@ -14,7 +14,7 @@ from conftest import airflow_env, dags_test
 
 from test_dags import load_dagbag
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["read_data", "make_batches", "train", "evaluate", "export"]
 
 
@@ -124,7 +124,7 @@ def test_train_dag_end_to_end_in_local_mode(tmp_path):
 def test_train_dag_end_to_end_in_docker_mode(tmp_path):
     """Every step in the konspekt-train image, as uid 1000, no network, the dataset mounted read-only.
 
-    Runs with KONSPEKT_DOCKER_E2E=1 (.ci/docker-e2e.sh), like tests/test_e2e_docker.py.
+    Runs with KONSPEKT_DOCKER_E2E=1 (.ci/docker-e2e.sh), like tests/e2e/test_e2e_docker.py.
     """
     if os.environ.get("KONSPEKT_DOCKER_E2E") != "1":
         pytest.skip("docker-mode end to end runs only with KONSPEKT_DOCKER_E2E=1 (see .ci/docker-e2e.sh)")

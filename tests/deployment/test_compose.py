@@ -18,7 +18,7 @@ import yaml
 
 from konspekt import registry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 
 

@@ -1,6 +1,6 @@
 """Docker mode survives a restart of the Docker daemon between two tries of a task.
 
-One lecture is dropped and the DAG runs in docker mode (as in tests/test_e2e_docker.py).
+One lecture is dropped and the DAG runs in docker mode (as in tests/e2e/test_e2e_docker.py).
 When the transcribe container has started, the daemon is stopped (``.ci/dockerd.sh stop``):
 the running stage, or the next one to start, fails with a clear error and waits for its
 retry. Once Airflow's database shows a task ``up_for_retry``, the daemon is started again;
@@ -29,7 +29,7 @@ from conftest import airflow_env, dags_test_argv
 from test_e2e_docker import (  # noqa: F401 - docker_api: a fixture
     TASK_GID, TASK_UID, chown_tree, docker_api, docker_mode, image_names, our_containers)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERD = ROOT / ".ci" / "dockerd.sh"
 NAME = "restart lecture"
 # What a task reports when the daemon goes away under it, or is gone when it starts.
