@@ -11,11 +11,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from konspekt.contracts import parse_bool
+
 MARKER = "konspekt.json"  # written by training's export next to the CTranslate2 model
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    """``HF_HUB_OFFLINE`` is set (any word other than a yes counts as no, as in huggingface_hub)."""
+    try:
+        return parse_bool(os.environ.get("HF_HUB_OFFLINE", ""))
+    except ValueError:
+        return False
 
 
 def local_model_dir(name_or_path: str) -> Path | None:

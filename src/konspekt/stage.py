@@ -68,12 +68,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def yes_no(text: str) -> bool:
+    """:func:`konspekt.contracts.parse_bool` as an argparse type: a wrong word is a usage error that says why."""
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def make_parser(stage: registry.Stage, description: str, *, make_like: bool) -> Parser:
     parser = Parser(prog=stage.module, description=description)
     what = "<data root>/train_runs/<run id>" if stage.is_training else "the claimed video's working folder"
     parser.add_argument(stage.work_flag, dest="work_dir", required=True, type=Path, help=what)
     if make_like:  # `--force` alone, or `--force true|false` so that a DAG can pass its Param through as is
-        parser.add_argument("--force", nargs="?", const=True, default=False, type=parse_bool, metavar="BOOL",
+        parser.add_argument("--force", nargs="?", const=True, default=False, type=yes_no, metavar="BOOL",
                             help="redo the work even when the last result is up to date")
     return parser
 

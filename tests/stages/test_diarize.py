@@ -15,6 +15,7 @@ from konspekt.deployment import DEFAULTS
 from konspekt.layout import VideoDir, write_json, write_text
 from konspekt.report.data import paragraphs
 from konspekt.sentences import timed_sentences
+from konspekt.stage import yes_no
 from konspekt.stages import extract_audio, transcribe
 
 TURNS = [Turn(0.0, 4.0, "SPEAKER_00"), Turn(4.2, 7.0, "SPEAKER_01"), Turn(9.0, 12.0, "SPEAKER_00")]
@@ -122,7 +123,7 @@ def test_without_pyannote_the_transcript_is_written_and_says_why(lecture_dir, ti
 
 
 def test_diarize_flag_values():
-    assert transcribe._yes("True") and not transcribe._yes("false") and transcribe._count("0") is None
+    assert yes_no("True") and not yes_no("false") and transcribe._count("0") is None
     assert transcribe._count("3") == 3 and transcribe._count("") is None
     with pytest.raises(Exception, match="expected true or false"):
-        transcribe._yes("maybe")
+        yes_no("maybe")

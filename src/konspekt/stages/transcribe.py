@@ -21,7 +21,7 @@ from konspekt.contracts import BadInput, log
 from konspekt.deployment import DEFAULTS
 from konspekt.devices import pick_device
 from konspekt.layout import VideoDir, write_json, write_text
-from konspekt.stage import main_for
+from konspekt.stage import main_for, yes_no
 
 
 def run(video: VideoDir, args: argparse.Namespace):
@@ -74,19 +74,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         "default: the language's usual one")
     parser.add_argument("--align-window", type=float, default=120.0,
                         help="whisperx: seconds of audio aligned at a time (bounds memory)")
-    parser.add_argument("--diarize", nargs="?", const=True, default=False, type=_yes,
+    parser.add_argument("--diarize", nargs="?", const=True, default=False, type=yes_no,
                         help="label speakers with pyannote (true/false; its first download needs HF_TOKEN set)")
     parser.add_argument("--diarization-model", default=DEFAULTS["DIARIZATION_MODEL"],
                         help="pyannote pipeline: hub id or local folder with config.yaml")
     parser.add_argument("--speakers", type=_count, default=None, help="exact number of speakers, if known")
     parser.add_argument("--min-speakers", type=_count, default=None)
     parser.add_argument("--max-speakers", type=_count, default=None)
-
-
-def _yes(value: str) -> bool:
-    if value.strip().lower() not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
-        raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
-    return value.strip().lower() in {"true", "1", "yes", "on"}
 
 
 def _count(value: str) -> int | None:
