@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import new_video_dir
+from konspekt import registry
 from konspekt.sample import speak
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,15 +140,11 @@ def test_the_sandbox_has_the_containers_walls(sandbox):
     (data / "x").unlink()
 
 
-STAGE_ARGS = {
-    "extract_audio": [],
+STAGE_ARGS = {  # each stage's own options (none: its defaults); which stages run comes from the registry
     "transcribe": ["--model", "konspekt-test/whisper-tiny.en", "--language", "en", "--device", "cpu",
                    "--backend", "faster-whisper", "--beam-size", "1"],
     # a short clip: a lower --min-length keeps it summarised rather than returned whole
     "summarize": ["--method", "abstractive", "--model", "konspekt-test/tiny-bart", "--device", "cpu", "--min-length", "8"],
-    "features": [],
-    "outline": [],
-    "render_pdf": [],
 }
 
 
@@ -156,13 +153,13 @@ def stage_runs(sandbox):
     data, cache, video = sandbox
     inside = f"{DATA}/{video.relative_to(data).as_posix()}"
     runs = {}
-    for stage, args in STAGE_ARGS.items():  # in DAG order: each reads what the one before wrote
-        runs[stage] = locked_down(data, cache, ["python", "-m", f"konspekt.stages.{stage}", "--video-dir", inside,
-                                               *args])
+    for stage in registry.LECTURE:  # in DAG order: each reads what the ones before wrote
+        runs[stage.name] = locked_down(data, cache, ["python", "-m", stage.module, "--video-dir", inside,
+                                                    *STAGE_ARGS.get(stage.name, [])])
     return video, runs
 
 
-@pytest.mark.parametrize("stage", list(STAGE_ARGS))
+@pytest.mark.parametrize("stage", registry.lecture_names())
 def test_every_stage_runs_locked_down(stage_runs, stage):
     video, runs = stage_runs
     proc = runs[stage]
