@@ -36,7 +36,8 @@ KONSPEKT_CI_BASE_IMAGE="$BASE_IMAGE" KONSPEKT_STANDINS_LOG_DIR="$LOG_DIR" bash .
 phase "OS image"
 
 # 4. The CPU task images, from the project's Dockerfiles: images/build.sh builds the shared bases
-#    (images/base, on $BASE_IMAGE) first, then each family FROM them. pip in the build trusts this
+#    (images/base, on $BASE_IMAGE) first, then each family's dependencies FROM them and the konspekt
+#    layer (images/base/konspekt) on those. pip in the build trusts this
 #    machine's CA bundle (TLS is re-signed here); torch comes from the local CPU wheel, not an index.
 ca_bundle="${PIP_CERT:-}"
 [ -n "$ca_bundle" ] || ca_bundle=$("$VENV/bin/python" -m pip config get global.cert 2>/dev/null || true)

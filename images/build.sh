@@ -7,11 +7,14 @@
 #
 # Image names match the DAG's: ${KONSPEKT_IMAGE_PREFIX:-konspekt}-<name>:${KONSPEKT_IMAGE_TAG:-latest}.
 # Each family is built FROM the shared bases of images/base/Dockerfile, which are built first, under
-# the same prefix and tag (konspekt-base, -base-ffmpeg, -base-torch, -base-cuda): a family names the
-# ones it needs in its `ARG KONSPEKT_BASE...=` lines.
+# the same prefix and tag (konspekt-base, -base-ffmpeg, -base-torch, -base-ffmpeg-torch, -base-cuda):
+# a family names the ones it needs in its `ARG KONSPEKT_BASE...=` lines. A family's own Dockerfile
+# (its dependencies, LABELs, CMD) becomes <prefix>-<name>-deps:<tag>; the task image <prefix>-<name>:<tag>
+# is that plus the konspekt layer, images/base/konspekt/Dockerfile, the same for every family.
 # Environment (all optional):
 #   KONSPEKT_GPU=true        CUDA variants: the ASR image on konspekt-base-cuda (konspekt-base built on
-#                            $CUDA_BASE_IMAGE) with whisperx, CUDA torch in konspekt-base-torch (summarize, train)
+#                            $CUDA_BASE_IMAGE) with whisperx, CUDA torch in konspekt-base-torch (summarize)
+#                            and konspekt-base-ffmpeg-torch (train)
 #   BASE_IMAGE               the OS the bases start from (default images/base/Dockerfile's, debian:bookworm-slim)
 #   CUDA_BASE_IMAGE          default nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 #   ASR_GPU_REQUIREMENTS     the GPU ASR image's lock, default requirements/whisperx.txt
@@ -19,8 +22,8 @@
 #   TORCH_INDEX_URL          the torch index; unset or empty = images/base/Dockerfile's (PyTorch's own index),
 #                            none = only images/wheels/ + PyPI (what CI uses, with a local CPU wheel)
 #   DOCKER_BUILD_FLAGS       extra `docker build` flags, e.g. "--network host"
-#   KONSPEKT_BUILD_LOG_DIR   write each build's output to <dir>/<name>.log (a base: <dir>/base-ffmpeg.log, ...)
-#                            instead of the terminal
+#   KONSPEKT_BUILD_LOG_DIR   write each build's output to <dir>/<name>.log instead of the terminal (a base:
+#                            <dir>/base-ffmpeg.log, ...; a family: <dir>/asr-deps.log, then <dir>/asr.log)
 # Rebuilding is incremental: unchanged layers come from the daemon's cache.
 # POSIX sh: the compose image-builder runs it in the docker:cli (busybox) image.
 set -eu
@@ -45,6 +48,7 @@ else
 fi
 
 for family in $names; do
+  case "$family" in */*|airflow) echo "[images] $family is no task image family" >&2; exit 2 ;; esac
   [ -f "images/$family/Dockerfile" ] || { echo "[images] no images/$family/Dockerfile" >&2; exit 2; }
 done
 
@@ -84,7 +88,8 @@ build() {
 
 # build_base FLAVOUR: $prefix-FLAVOUR:$tag from images/base/Dockerfile, once a run (later calls
 # find it built). Flavours:  base = target os,  base-ffmpeg = target ffmpeg,  base-torch = target
-# torch (+ the torch choice), all on BASE_IMAGE;  base-cuda = target os on CUDA_BASE_IMAGE.
+# torch,  base-ffmpeg-torch = target ffmpeg-torch (both + the torch choice), all on BASE_IMAGE;
+# base-cuda = target os on CUDA_BASE_IMAGE.
 built_bases=" "
 build_base() {
   case "$built_bases" in *" $1 "*) return 0 ;; esac
@@ -96,15 +101,16 @@ build_base() {
     base-cuda)
       set -- --target os --build-arg "BASE_IMAGE=${CUDA_BASE_IMAGE:-nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04}" ;;
     base-ffmpeg) set -- "$@" --target ffmpeg ;;
-    base-torch)
-      set -- "$@" --target torch
+    base-torch|base-ffmpeg-torch)
+      set -- "$@" --target "${bb_flavour#base-}"
       if [ -n "$gpu" ]; then set -- "$@" --build-arg "TORCH_VARIANT=${TORCH_CUDA_VARIANT:-cu128}"; fi
       case "${TORCH_INDEX_URL:-}" in
         "") ;;
         none) set -- "$@" --build-arg "TORCH_INDEX_URL=" ;;
         *) set -- "$@" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL" ;;
       esac ;;
-    *) echo "[images] unknown base $bb_flavour (images/base/Dockerfile: base, base-ffmpeg, base-torch, base-cuda)" >&2
+    *) echo "[images] unknown base $bb_flavour (images/base/Dockerfile: base, base-ffmpeg, base-torch," \
+         "base-ffmpeg-torch, base-cuda)" >&2
        exit 2 ;;
   esac
   build "$bb_flavour" "$prefix-$bb_flavour:$tag" base "$@"
@@ -112,7 +118,7 @@ build_base() {
 }
 
 # bases_of FAMILY: the bases it builds FROM, one ARG=FLAVOUR a line: its `ARG KONSPEKT_BASE...=` lines
-# (KONSPEKT_BASE_TORCH -> base-torch). The GPU ASR image gets the CUDA flavour of konspekt-base.
+# (KONSPEKT_BASE_FFMPEG_TORCH -> base-ffmpeg-torch). The GPU ASR image gets the CUDA flavour of konspekt-base.
 bases_of() {
   sed -n 's/^ARG \(KONSPEKT_BASE[A-Z_]*\)=.*/\1/p' "images/$1/Dockerfile" | while read -r bo_arg; do
     bo_flavour=$(printf %s "$bo_arg" | sed 's/^KONSPEKT_//; s/_/-/g' | tr '[:upper:]' '[:lower:]')
@@ -125,12 +131,12 @@ total_start=$(date +%s)
 # 1. The bases the families need (`images/build.sh base`: every one this build would use).
 for family in $names; do
   if [ "$family" = base ]; then
-    for flavour in base base-ffmpeg base-torch ${gpu:+base-cuda}; do build_base "$flavour"; done
+    for flavour in base base-ffmpeg base-torch base-ffmpeg-torch ${gpu:+base-cuda}; do build_base "$flavour"; done
   else
     for pair in $(bases_of "$family"); do build_base "${pair#*=}"; done
   fi
 done
-# 2. The families, each FROM the bases of this prefix and tag.
+# 2. The families: each one's dependencies FROM the bases of this prefix and tag, then the konspekt layer.
 for family in $names; do
   [ "$family" != base ] || continue
   set --
@@ -138,6 +144,8 @@ for family in $names; do
   if [ "$family" = asr ] && [ -n "$gpu" ]; then
     set -- "$@" --build-arg "ASR_REQUIREMENTS=${ASR_GPU_REQUIREMENTS:-requirements/whisperx.txt}"
   fi
-  build "$family" "$prefix-$family:$tag" "$family" "$@"
+  build "$family-deps" "$prefix-$family-deps:$tag" "$family" "$@"
+  build "$family" "$prefix-$family:$tag" base/konspekt \
+    --build-arg "DEPS=$prefix-$family-deps:$tag" --build-arg "FAMILY=$family"
 done
 echo "[images] all built in $(( $(date +%s) - total_start )) s"

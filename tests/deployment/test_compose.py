@@ -6,6 +6,7 @@ from .env.example, as compose would on a fresh checkout.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -168,14 +169,81 @@ def test_images_in_the_containers_see_the_shared_paths(default_settings):
     assert env["HF_HOME"].startswith(module.CONTAINER_CACHE + "/")
     assert "chmod 0755 /root" in base, "a non-root task user must reach /root/.cache"
     assert "python3 -m venv /opt/venv" in base and "PATH=/opt/venv/bin:" in base
+    targets = set(re.findall(r"^FROM \S+ AS (\S+)$", base, re.M))
     for family in registry.families():
         dockerfile = (ROOT / "images" / family / "Dockerfile").read_text()
-        assert re.search(r"^ARG KONSPEKT_BASE\w*=\S+", dockerfile, re.M), family
-        assert re.search(r"^FROM \$\{KONSPEKT_BASE\w*\}", dockerfile, re.M), family
+        bases = re.findall(r"^ARG (KONSPEKT_BASE\w*)=\S+", dockerfile, re.M)
+        assert bases and re.search(r"^FROM \$\{KONSPEKT_BASE\w*\}", dockerfile, re.M), family
+        for arg in bases:  # each base it names is a target of images/base/Dockerfile (build.sh's flavours)
+            flavour = arg.removeprefix("KONSPEKT_BASE").lstrip("_").lower().replace("_", "-") or "os"
+            assert flavour in targets, (family, arg)
         assert "python3 -m venv" not in dockerfile and "apt-get install -y --no-install-recommends ffmpeg" not in dockerfile
+        assert "--from=" not in dockerfile, family  # torch comes in a base, never copied in by a family
 
 
-def test_every_task_image_has_a_build_and_the_builder_builds_them_all(compose, default_settings):
+def test_each_family_declares_only_its_dependencies_and_konspekt_comes_last():
+    """A family's Dockerfile: its lock (installed and checked by the base's install-lock.sh), LABELs and
+    CMD; the konspekt layer, written once in images/base/konspekt/Dockerfile, installs the package on top
+    and starts every stage the registry runs in that family."""
+    layer = (ROOT / "images" / "base" / "konspekt" / "Dockerfile").read_text()
+    instructions = re.findall(r"^([A-Z]+) (.*)$", layer, re.M)
+    assert instructions[:3] == [("ARG", "DEPS"), ("FROM", "${DEPS}"), ("ARG", "FAMILY")]
+    assert [i for i, _ in instructions[3:]] == ["COPY", "COPY", "RUN"]  # nothing after the install: it is last
+    assert instructions[3][1].startswith("pyproject.toml ") and instructions[4][1].startswith("src/ ")
+    assert "pip-install.sh --no-deps --no-build-isolation" in layer and "rm -rf /opt/konspekt-build/src" in layer
+    assert "registry.all_stages() if s.image == os.environ['FAMILY']" in layer and '--help' in layer
+    assert (ROOT / "images" / "common" / "install-lock.sh").stat().st_mode & 0o111  # COPYed by the base
+    stages = {family: [s.module for s in registry.all_stages() if s.image == family] for family in registry.families()}
+    for family, modules in stages.items():
+        dockerfile = (ROOT / "images" / family / "Dockerfile").read_text()
+        code = "\n".join(line for line in dockerfile.splitlines() if not line.startswith("#"))
+        assert "src/" not in code and "pyproject.toml" not in code, family  # konspekt: the layer's alone
+        cmd = re.findall(r"^CMD (.*)$", dockerfile, re.M)
+        assert len(cmd) == 1 and json.loads(cmd[0])[:3] in [["python", "-m", m] for m in modules], family
+        labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', dockerfile))
+        assert labels["org.opencontainers.image.title"] == f"konspekt-{family}" and labels.get(
+            "org.opencontainers.image.description"), family
+        lock = [line for line in (ROOT / "images" / family / "requirements.lock").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+        installs = re.findall(r"^RUN /opt/konspekt-build/install-lock.sh \"(.+)\"$", dockerfile, re.M)
+        assert len(installs) == (1 if lock else 0), family  # a lock with packages is installed, then checked
+        if lock:
+            copied = re.findall(r"^COPY (\S+) /opt/konspekt-build/requirements.lock$", dockerfile, re.M)
+            assert copied in ([f"images/{family}/requirements.lock"], ["${ASR_REQUIREMENTS}"]), family
+            assert installs[0].startswith("import "), family
+
+
+def build_calls(tmp_path: Path, *names: str, **env: str) -> tuple[list[list[str]], str]:
+    """images/build.sh run against a fake `docker` that records its arguments: the `docker build` calls
+    and what the script printed."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    # one line per call, its arguments separated by \x1f
+    (fake / "docker").write_text(f'#!/bin/sh\nfor a in "$@"; do printf "%s\\037" "$a"; done >>{calls}\n'
+                                 f'echo >>{calls}\n')
+    (fake / "docker").chmod(0o755)
+    shell = shutil.which("busybox")  # the image-builder's docker:cli image runs it in busybox sh
+    argv = [shell, "sh"] if shell else ["sh"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KONSPEKT_") and k not in (
+        "BASE_IMAGE", "TORCH_INDEX_URL", "DOCKER_BUILD_FLAGS", "ASR_GPU_REQUIREMENTS")}
+    proc = subprocess.run([*argv, str(ROOT / "images" / "build.sh"), *names], capture_output=True, text=True,
+                          env=dict(clean, PATH=f"{fake}:{os.environ['PATH']}", **env), timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line.rstrip("\x1f").split("\x1f") for line in calls.read_text().splitlines()]
+    assert lines[0] == ["version"]  # it waits for the daemon first
+    return [line for line in lines if line[0] == "build"], proc.stdout
+
+
+def built(call: list[str]) -> tuple[str, str, dict[str, str]]:
+    """(Dockerfile, tag, build args) of one recorded `docker build`; the context is always the root."""
+    assert call[-1] == "." and call[-3] == "-t" and call[-5] == "-f", call
+    args = dict(call[i + 1].split("=", 1) for i, a in enumerate(call) if a == "--build-arg")
+    return call[-4], call[-2], args
+
+
+def test_every_task_image_has_a_build_and_the_builder_builds_them_all(compose, default_settings, tmp_path):
     settings, module = default_settings
     families = set(registry.families())
     for family in families:
@@ -184,12 +252,32 @@ def test_every_task_image_has_a_build_and_the_builder_builds_them_all(compose, d
     services = compose["services"]
     builder = services["image-builder"]
     assert builder["entrypoint"] == ["sh", "images/build.sh"] and not builder.get("command")
-    # build.sh with no arguments builds every images/*/Dockerfile but Airflow's own.
-    script = (ROOT / "images" / "build.sh").read_text()
-    assert 'for dockerfile in images/*/Dockerfile' in script and '[ "$name" = airflow ]' in script
-    built = {p.parent.name for p in (ROOT / "images").glob("*/Dockerfile")} - {"airflow"}
-    assert families <= built
-    # ...into the daemon the DAG uses, under the names the DAG asks for.
+    # build.sh with no arguments builds every family of the registry, under the names the DAG asks for:
+    # the family's own Dockerfile as <image>-deps, then the konspekt layer on it as the task image...
+    calls = [built(call) for call in build_calls(tmp_path)[0]]
+    tags = [tag for _, tag, _ in calls]
+    for stage in registry.all_stages():
+        family, image = stage.image, settings.image_for(stage.name)
+        deps = f"konspekt-{family}-deps:latest"
+        assert (f"images/{family}/Dockerfile", deps) in [(f, t) for f, t, _ in calls], family
+        assert ("images/base/konspekt/Dockerfile", image, {"DEPS": deps, "FAMILY": family}) in calls, family
+        assert tags.index(deps) < tags.index(image) == len(tags) - 1 - tags[::-1].index(image)  # once, after
+    # ...each FROM bases built before it, from images/base/Dockerfile, under the same prefix and tag...
+    for _, tag, args in calls:
+        for name, base in args.items():
+            if name.startswith("KONSPEKT_BASE"):
+                assert ("images/base/Dockerfile", base) in [(f, t) for f, t, _ in calls[:tags.index(tag)]], tag
+    assert {f for f, _, _ in calls} == {"images/base/Dockerfile", "images/base/konspekt/Dockerfile"} | {
+        f"images/{family}/Dockerfile" for family in families}  # not Airflow's (compose builds it)
+    # ...alone (a family's bases and nothing else), with a prefix and tag, and the GPU variant of ASR.
+    alone = [built(call) for call in build_calls(tmp_path, "asr", KONSPEKT_GPU="true", KONSPEKT_IMAGE_PREFIX="k",
+                                                 KONSPEKT_IMAGE_TAG="t")[0]]
+    assert [(f, t) for f, t, _ in alone] == [("images/base/Dockerfile", "k-base-cuda:t"),
+                                             ("images/asr/Dockerfile", "k-asr-deps:t"),
+                                             ("images/base/konspekt/Dockerfile", "k-asr:t")]
+    assert alone[1][2] == {"KONSPEKT_BASE": "k-base-cuda:t", "ASR_REQUIREMENTS": "requirements/whisperx.txt"}
+    assert (ROOT / alone[1][2]["ASR_REQUIREMENTS"]).is_file()
+    # ...into the daemon the DAG uses.
     airflow_env = services["airflow-scheduler"]["environment"]
     assert builder["environment"]["DOCKER_HOST"] == airflow_env["KONSPEKT_DOCKER_URL"]
     for key in ("KONSPEKT_IMAGE_PREFIX", "KONSPEKT_IMAGE_TAG", "KONSPEKT_GPU"):
@@ -197,6 +285,22 @@ def test_every_task_image_has_a_build_and_the_builder_builds_them_all(compose, d
     assert builder["depends_on"]["docker-proxy"]["condition"] == "service_healthy"
     assert services["airflow-scheduler"]["depends_on"]["image-builder"]["condition"] == \
         "service_completed_successfully"
+
+
+def test_the_builder_logs_and_times_each_build_and_passes_the_build_options(tmp_path):
+    logs = tmp_path / "logs"
+    calls, out = build_calls(tmp_path, "train", KONSPEKT_BUILD_LOG_DIR=str(logs), BASE_IMAGE="os:1",
+                             TORCH_INDEX_URL="none", DOCKER_BUILD_FLAGS="--network host --force-rm")
+    assert sorted(p.name for p in logs.iterdir()) == ["base-ffmpeg-torch.log", "train-deps.log", "train.log"]
+    timed = re.findall(r"^\[images\] (\S+): \d+ s$", out, re.M)
+    assert timed == ["konspekt-base-ffmpeg-torch:latest", "konspekt-train-deps:latest", "konspekt-train:latest"]
+    assert re.search(r"^\[images\] all built in \d+ s$", out, re.M)
+    for call in calls:
+        assert call[1:4] == ["--network", "host", "--force-rm"], call
+    base = built(calls[0])
+    assert base[:2] == ("images/base/Dockerfile", "konspekt-base-ffmpeg-torch:latest")
+    assert base[2] == {"BASE_IMAGE": "os:1", "TORCH_INDEX_URL": ""} and "ffmpeg-torch" in calls[0]
+    assert built(calls[1])[2] == {"KONSPEKT_BASE_FFMPEG_TORCH": "konspekt-base-ffmpeg-torch:latest"}
 
 
 def test_airflow_3_services_and_no_default_admin_password(compose, example_env):
