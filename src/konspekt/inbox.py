@@ -498,8 +498,9 @@ def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False,
         write_json(dest / "manifest.json", manifest)
         _move(source, dest / name)
     else:
-        for item in sorted(video.path.iterdir()):  # only the stages' own outputs, as regular files
-            if item.name not in registry.deliverables() or not stat.S_ISREG(_lstat_mode(item)):
+        deliverables = registry.deliverables()  # only the stages' own outputs, as regular files
+        for item in sorted(video.path.iterdir()):
+            if item.name not in deliverables or not stat.S_ISREG(_lstat_mode(item)):
                 continue
             if item.name in registry.BYPRODUCTS and not keep_byproducts:
                 continue

@@ -139,13 +139,18 @@ def test_docker_mode_operator_arguments(monkeypatch, tmp_path):
     assert len(set(images.values())) == 5
 
 
-def test_parsing_imports_nothing_heavy():
+@pytest.mark.parametrize("dag_file, heavy", [
+    ("lecture_to_pdf.py", ("torch", "transformers", "faster_whisper", "opensmile", "reportlab", "matplotlib",
+                           "docker", "konspekt.stages")),
+    ("train_asr.py", ("torch", "transformers", "faster_whisper", "ctranslate2", "matplotlib", "docker",
+                      "konspekt.stages", "konspekt.training")),
+])
+def test_parsing_imports_nothing_heavy(dag_file, heavy):
     code = (
-        "import sys, time; sys.path.insert(0, 'dags'); t = time.perf_counter();"
-        "import importlib.util as u; s = u.spec_from_file_location('d', 'dags/lecture_to_pdf.py');"
+        "import sys; sys.path.insert(0, 'dags');"
+        f"import importlib.util as u; s = u.spec_from_file_location('d', 'dags/{dag_file}');"
         "m = u.module_from_spec(s); s.loader.exec_module(m);"
-        "heavy = [x for x in ('torch', 'transformers', 'faster_whisper', 'opensmile', 'reportlab', 'matplotlib',"
-        " 'docker', 'konspekt.stages') if x in sys.modules]; print(heavy)"
+        f"print([x for x in {heavy!r} if x in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -16,6 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
+from konspekt.contracts import BadInput
 from konspekt.layout import RunDir, read_json, write_json
 from konspekt.models import resolve
 from konspekt.stage import main_for
@@ -89,8 +90,6 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
     index = read_json(out / "index.json")
     if not index["splits"]["train"]["examples"]:
-        from konspekt.contracts import BadInput
-
         raise BadInput("no training examples are left after tokenising the texts")
     return {"key": key, "dir": out.relative_to(run.data_root).as_posix(), "reused": reused,
             "frames": N_FRAMES, **index}
