@@ -10,11 +10,13 @@ TORCH_INDEX ?=
 APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps install demo test test-fast lint test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker compose-up compose-down compose-e2e bench
+.PHONY: help system-deps install demo demo-train test test-fast lint test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker compose-up compose-down compose-e2e bench
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
 	@echo "make demo VIDEO=path/to/lecture.mp4    the same on your own video"
+	@echo "make demo-train  speak a small jargon dataset into data/train/demo, fine-tune Whisper on it (train_asr, local), print WER and paths"
+	@echo "make demo-train BASE_MODEL=openai/whisper-small DATASET=demo2   another base model (default whisper-tiny) or dataset name"
 	@echo "make test        the test suite (offline; what CI runs)"
 	@echo "make lint        ruff (lint, import order) and mypy on src/ and dags/ (CI runs it too)"
 	@echo "make airflow-ui  Airflow standalone on http://127.0.0.1:8080 with the local runner"
@@ -48,6 +50,10 @@ install: system-deps $(VENV)/.installed
 
 demo: install
 	@$(PY) airflow/demo.py $(VIDEO)
+
+# DEMO_TRAIN_ARGS: more options of airflow/demo_train.py (--epochs, --max-steps, --learning-rate, --device)
+demo-train: install
+	@$(PY) airflow/demo_train.py $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(if $(DATASET),--dataset $(DATASET)) $(DEMO_TRAIN_ARGS)
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)

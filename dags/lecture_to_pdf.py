@@ -25,7 +25,9 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 
 from konspekt import registry
+from konspekt_dags.assets import whisper_model
 from konspekt_dags.factory import stage_task
+from konspekt_dags.labels import video_label
 from konspekt_dags.params import check_lecture_params, check_params_task
 from konspekt_dags.sensors import InboxSensor
 from konspekt_dags.settings import settings
@@ -39,10 +41,12 @@ from konspekt_dags.settings import settings
     max_active_runs=1,
     doc_md=__doc__,
     tags=["konspekt", "inference"],
+    user_defined_filters={"video_label": video_label, "whisper_model": whisper_model},
     default_args={"retries": settings.retries, "retry_delay": timedelta(seconds=20)},
     params={
         "whisper_model": Param(settings.whisper_model, type="string",
-                               description="faster-whisper model name (tiny … large-v3) or a local CTranslate2 folder"),
+                               description="faster-whisper model name (tiny … large-v3), a local CTranslate2 folder, "
+                                           "or latest-finetuned (the newest train_asr model that beat its base)"),
         "language": Param(settings.language, type="string", description="auto, or an ISO code such as en or ru"),
         "device": Param(settings.device, enum=["auto", "cpu", "cuda"]),
         "asr_backend": Param(settings.asr_backend, enum=["auto", "faster-whisper", "whisperx"],
@@ -54,6 +58,28 @@ from konspekt_dags.settings import settings
                          description="label who speaks (pyannote); its model must be in the cache: set HF_TOKEN "
                                      "and KONSPEKT_DIARIZE=true, then run make warm-cache"),
         "speakers": Param(0, type="integer", minimum=0, description="number of speakers if known; 0 = detect"),
+        "min_speakers": Param(0, type="integer", minimum=0, description="diarization: at least this many; 0 = any"),
+        "max_speakers": Param(0, type="integer", minimum=0, description="diarization: at most this many; 0 = any"),
+        # Decoding and subtitles, named as in the WhisperX CLI (README: Decoding options)
+        "task": Param(settings.asr_task, enum=["transcribe", "translate"],
+                      description="translate: Whisper's English translation of the lecture"),
+        "initial_prompt": Param(settings.initial_prompt, type="string", maxLength=2000,
+                                description="text the first window is conditioned on: names, terms, spelling"),
+        "hotwords": Param(settings.hotwords, type="string", maxLength=1000,
+                          description="lecture jargon and names to favour in every window"),
+        "compute_type": Param(settings.compute_type, enum=["auto", "int8", "int8_float16", "float16", "float32"],
+                              description="auto: float16 on a GPU, int8 on the CPU"),
+        "vad_filter": Param(settings.vad_filter, type="boolean", description="skip what VAD calls silence"),
+        "vad_onset": Param(settings.vad_onset, type=["null", "number"], minimum=0, maximum=1,
+                           description="speech starts above this probability; empty: the backend's default"),
+        "vad_offset": Param(settings.vad_offset, type=["null", "number"], minimum=0, maximum=1,
+                            description="speech ends below this probability; empty: the backend's default"),
+        "max_line_width": Param(settings.max_line_width, type=["null", "integer"], minimum=10,
+                                description="subtitles: characters per line at most; empty: about 42"),
+        "max_line_count": Param(settings.max_line_count, type=["null", "integer"], minimum=1,
+                                description="subtitles: lines per cue at most; empty: 2"),
+        "max_cue_seconds": Param(settings.max_cue_seconds, type=["null", "number"], minimum=0.5,
+                                 description="subtitles: seconds per cue at most; empty: about 6"),
         "summary_method": Param(settings.summary_method, enum=["auto", "abstractive", "extractive"],
                                 description="auto: abstractive when the model is downloaded, else extractive"),
         "summary_model": Param(settings.summary_model, type="string", description="seq2seq model id or folder"),
@@ -97,7 +123,8 @@ def lecture_to_pdf():
             print(f"claimed {printable(c.name)!r} ({c.size} bytes) -> {c.video_dir}")
         return [settings.to_container(c.video_dir) for c in claims]
 
-    @task(trigger_rule="all_done", execution_timeout=timedelta(hours=1))
+    # Mapped tasks are listed by the video's file name, not 0, 1, 2 (finalize names it before moving it).
+    @task(trigger_rule="all_done", execution_timeout=timedelta(hours=1), map_index_template="{{ video }}")
     def finalize(video_dir: str) -> dict:
         """Publish to output/; quarantine a bad file in failed/ with error.json; hold one that failed for
         another reason (a missing model) for a later run. Fails the task unless published."""
@@ -107,10 +134,19 @@ def lecture_to_pdf():
 
         from konspekt import inbox
         from konspekt.layout import printable
+        from konspekt_dags import notify
 
-        keep = bool(get_current_context()["params"]["keep_byproducts"])
-        outcome = inbox.finalize(settings.data_root, settings.to_local(video_dir), keep_byproducts=keep,
+        context = get_current_context()
+        context["video"] = video_label(video_dir)  # type: ignore[typeddict-unknown-key]
+        keep = bool(context["params"]["keep_byproducts"])
+        local = settings.to_local(video_dir)
+        claimed = notify.claimed_at(local)  # read before finalize moves the claim's record
+        outcome = inbox.finalize(settings.data_root, local, keep_byproducts=keep,
                                  hold_seconds=settings.hold_minutes * 60)
+        # Tell the user (only with KONSPEKT_NOTIFY_URLS) before a held or quarantined video fails this task.
+        # Called here, not from a callback: the outcome is at hand, and a failure is only a warning.
+        notify.send(outcome, notify.elapsed_seconds(claimed), urls=settings.notify_urls,
+                    events=settings.notify_on, context=context)
         name = printable(outcome.name)
         if outcome.status == "held":
             raise AirflowFailException(f"{name}: {outcome.stage} failed: {outcome.reason}. {outcome.hint}")
@@ -123,11 +159,20 @@ def lecture_to_pdf():
     # Each stage's own options; every stage also takes --force. The wiring comes from konspekt.registry.
     options = {
         "extract_audio": ("--max-duration", str(round(settings.max_duration_hours * 3600))),
-        "transcribe": ("--model", "{{ params.whisper_model }}", "--language", "{{ params.language }}",
+        "transcribe": ("--model", "{{ params.whisper_model | whisper_model }}", "--language", "{{ params.language }}",
                        "--device", "{{ params.device }}", "--backend", "{{ params.asr_backend }}",
                        "--batch-size", "{{ params.asr_batch_size }}", "--beam-size", "{{ params.asr_beam_size }}",
                        "--diarize", "{{ params.diarize }}", "--speakers", "{{ params.speakers }}",
-                       "--diarization-model", settings.diarization_model),
+                       "--min-speakers", "{{ params.min_speakers }}", "--max-speakers", "{{ params.max_speakers }}",
+                       "--diarization-model", settings.diarization_model,
+                       "--task", "{{ params.task }}", "--compute-type", "{{ params.compute_type }}",
+                       "--vad-filter", "{{ params.vad_filter }}",
+                       # --flag=value: a prompt starting with "-" is still a value, never an option;
+                       # an empty optional number is the stage's own default
+                       "--initial-prompt={{ params.initial_prompt }}", "--hotwords={{ params.hotwords }}",
+                       *(f"--{flag.replace('_', '-')}={{{{ params.{flag} | default('', true) }}}}"
+                         for flag in ("vad_onset", "vad_offset", "max_line_width", "max_line_count",
+                                      "max_cue_seconds"))),
         "summarize": ("--method", "{{ params.summary_method }}", "--model", "{{ params.summary_model }}",
                       "--models", "{{ params.summary_models | tojson }}", "--device", "{{ params.device }}"),
     }
@@ -135,7 +180,9 @@ def lecture_to_pdf():
     @task_group
     def process(video_dir: str):
         tasks = {stage.name: stage_task(stage.name, video_dir, *options.get(stage.name, ()),
-                                        "--force", "{{ params.force }}") for stage in registry.LECTURE}
+                                        "--force", "{{ params.force }}",
+                                        map_index_template="{{ task.work_dir | video_label }}")
+                 for stage in registry.LECTURE}
         for stage in registry.LECTURE:
             for upstream in stage.after:
                 tasks[upstream] >> tasks[stage.name]

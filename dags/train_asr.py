@@ -13,7 +13,7 @@ data/train/lectures/clips/0001.wav   ...
 Trigger this DAG with the dataset's folder name (the form below). It runs
 
 ```
-read_data → make_batches → train → evaluate → export
+read_data → make_batches → train → evaluate → export → register_model
 ```
 
 * **read_data** checks every row (a missing file, an empty text, unreadable or over-long
@@ -27,6 +27,10 @@ read_data → make_batches → train → evaluate → export
 * **evaluate** measures the word error rate on the validation clips before and after.
 * **export** writes `data/models/<run>/ct2`, a CTranslate2 model: give that path to the
   `lecture_to_pdf` DAG's `whisper_model` Param (in docker mode: `/data/models/<run>/ct2`).
+* **register_model** records it in `data/models/registry.json` (run, base model, dataset, WER
+  before and after, date, path) and updates the `konspekt-finetuned-whisper` asset:
+  `whisper_model=latest-finetuned` then picks the newest model whose WER after training is
+  below its base's (one that got worse, or has no WER, is never picked).
 
 Read progress in **`data/logs/<run>/train.log`** (one line per logged step: step, epoch,
 loss, learning rate, samples/s; then the WER lines), with `metrics.csv` and `loss.png` next
@@ -37,10 +41,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import Param, dag, get_current_context, task
 
 from konspekt import registry
 from konspekt.layout import safe_name
+from konspekt_dags.assets import FINETUNED_WHISPER, register
 from konspekt_dags.factory import stage_task
 from konspekt_dags.params import check_params_task, check_train_params
 from konspekt_dags.settings import CONTAINER_DATA, CONTAINER_TRAIN_DATA, settings
@@ -98,7 +103,7 @@ def train_asr():
                            "--device", "{{ params.device }}", "--log-every", "{{ params.log_every }}",
                            "--eval-every", "{{ params.eval_every }}", "--ckpt-every", "{{ params.ckpt_every }}"),
         "training.evaluate": (*MODEL, "--device", "{{ params.device }}"),
-        "training.export": MODEL,
+        "training.export": (*MODEL, "--dataset", "{{ params.dataset }}"),
     }
     steps = {step.name: stage_task(step.name, RUN_DIR, *options.get(step.name, ()), bad_input="fail")
              for step in registry.TRAINING}
@@ -107,6 +112,17 @@ def train_asr():
             steps[upstream] >> steps[step.name]
     first = [steps[step.name] for step in registry.TRAINING if not step.after]
     check_params_task(check_train_params) >> first
+
+    # Here, not in export: the export's container may write only its own models/<run>/ folder.
+    @task(execution_timeout=timedelta(minutes=5), outlets=[FINETUNED_WHISPER])
+    def register_model() -> dict:
+        """Record the exported model in data/models/registry.json (whisper_model=latest-finetuned picks the
+        newest whose WER beat its base's) and update the konspekt-finetuned-whisper asset."""
+        context = get_current_context()
+        return register(context["run_id"], context["params"]["dataset"], context["outlet_events"])
+
+    last = [steps[step.name] for step in registry.TRAINING if not steps[step.name].downstream_task_ids]
+    last >> register_model()
 
 
 train_asr()

@@ -10,7 +10,6 @@ metadata.csv. Tests and CI train it for a few dozen steps on CPU.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 # Short lecture terms: with a couple of words per clip, most of the loss can only fall by
@@ -62,21 +61,9 @@ def build_model(out: Path, tokenizer_json: Path | None = None, seed: int = 0, d_
 
 def build_dataset(out: Path, sentences: list[str] = PHRASES, voices=VOICES, video_every: int = 4) -> Path:
     """``<out>/clips/*.wav`` (every ``video_every``-th one an mp4) plus ``metadata.csv``."""
-    from konspekt.sample import speak
+    from konspekt.sample import speak_dataset
 
-    out = Path(out)
-    rows = []
-    for i, text in enumerate(sentences):
-        for v, (voice, speed) in enumerate(voices):
-            n = len(rows)
-            name = f"clips/{i:02d}-{voice}.{'mp4' if video_every and n % video_every == video_every - 1 else 'wav'}"
-            speak(text, out / name, voice=voice, speed=speed, video=name.endswith(".mp4"))
-            rows.append({"file_name": name, "text": text})
-    with (out / "metadata.csv").open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, ["file_name", "text"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
+    return speak_dataset(Path(out), sentences, voices, video_every=video_every)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,10 @@ SEGMENT = {"type": "object", "additionalProperties": False,
            "properties": {"id": {"type": "integer", "minimum": 0}, "start": NUMBER, "end": NUMBER,
                           "text": {"type": "string"}, "words": {"type": "array", "items": WORD},
                           "avg_logprob": {"type": ["number", "null"], "maximum": 0}, "no_speech_prob": OPTIONAL_PROB,
-                          "speaker": SPEAKER}}
+                          "speaker": SPEAKER,
+                          "degenerate": {"enum": [None, "repetition", "compression_ratio", "wrong_script",
+                                                  "no_speech"]},
+                          "unclear_text": {"type": ["string", "null"]}}}
 DIARIZATION = {"type": ["object", "null"], "additionalProperties": False, "required": ["status", "model"],
                "properties": {"status": {"enum": ["ok", "skipped"]}, "model": {"type": "string", "minLength": 1},
                               "speakers": {"type": "array", "items": {"type": "string"}},
@@ -34,7 +37,9 @@ TRANSCRIPT_SCHEMA = {
                    "duration": {"type": "number", "exclusiveMinimum": 0}, "model": {"type": "string", "minLength": 1},
                    "segments": {"type": "array", "items": SEGMENT},
                    "backend": {"enum": ["faster-whisper", "whisperx"]},
-                   "word_timestamps": {"enum": ["faster-whisper", "wav2vec2"]}, "diarization": DIARIZATION},
+                   "word_timestamps": {"enum": ["faster-whisper", "wav2vec2"]}, "diarization": DIARIZATION,
+                   "task": {"enum": ["transcribe", "translate"]}, "decoding": {"type": "object"},
+                   "warnings": {"type": "array", "items": {"type": "string", "minLength": 1}}},
 }
 
 LABEL = re.compile(r"^\[[^\]]+\] ")  # a speaker label opening a cue

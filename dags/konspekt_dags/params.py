@@ -2,10 +2,11 @@
 
 A run checks its Params first (the ``check_params`` task) and stops with a plain message
 before it touches any file. The rules: a model is a name or hub id (``small``,
-``openai/whisper-small``), or a folder under the data root's ``models/`` or the model cache;
+``openai/whisper-small``), or a folder under the data root's ``models/`` or the model cache
+(``whisper_model`` may also be ``latest-finetuned``, while a fine-tuned model beat its base);
 a dataset is one folder name under ``train/``; no value may start with ``-`` (it would read
 as an option) or climb out of its folder with ``..``. The configured defaults (settings) are
-the operator's own choice and always pass.
+the operator's own choice and always pass (``latest-finetuned`` only while it means a model).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from airflow.sdk import get_current_context, task
 
+from konspekt import finetuned
 from konspekt_dags.settings import CONTAINER_CACHE, CONTAINER_DATA, settings
 
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
@@ -55,9 +57,37 @@ def check_language(param: str, value: Any) -> None:
         raise BadParam(f"{param}={value!r}: use auto or a language code such as en or ru")
 
 
+def check_whisper_model(value: Any) -> None:
+    """``whisper_model``: a model (:func:`check_model`), or ``latest-finetuned`` while a fine-tuned model
+    may be used (its WER beat its base's; see :mod:`konspekt.finetuned`)."""
+    if value == finetuned.LATEST:
+        try:
+            finetuned.resolve(settings.data_root)
+        except finetuned.RegistryError as exc:
+            raise BadParam(str(exc)) from None
+        return
+    check_model("whisper_model", value, settings.whisper_model)
+
+
+def check_text(param: str, value: Any) -> None:
+    """Free text handed to a stage as one argument (a prompt, hotwords): no NUL or other control characters."""
+    if value is None:
+        return
+    if not isinstance(value, str) or any(ord(ch) < 32 and ch not in "\t\n" for ch in value):
+        raise BadParam(f"{param} must be plain text (no control characters), not {value!r}")
+
+
 def check_lecture_params(params: Mapping[str, Any]) -> None:
     """The Params of ``lecture_to_pdf``; raises :class:`BadParam`."""
-    check_model("whisper_model", params.get("whisper_model"), settings.whisper_model)
+    check_whisper_model(params.get("whisper_model"))
+    for name in ("initial_prompt", "hotwords"):
+        check_text(name, params.get(name))
+    onset, offset = params.get("vad_onset"), params.get("vad_offset")
+    if isinstance(onset, int | float) and isinstance(offset, int | float) and offset > onset:
+        raise BadParam(f"vad_offset={offset} is above vad_onset={onset}: speech would end before it starts")
+    low, high = params.get("min_speakers") or 0, params.get("max_speakers") or 0
+    if isinstance(low, int) and isinstance(high, int) and low and high and low > high:
+        raise BadParam(f"min_speakers={low} is above max_speakers={high}")
     check_model("summary_model", params.get("summary_model"), settings.summary_model)
     check_language("language", params.get("language"))
     models = params.get("summary_models") or {}

@@ -11,6 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from konspekt import registry
 from konspekt.contracts import parse_bool
@@ -38,6 +39,12 @@ def _flag(name: str, default: bool | None = None) -> bool:
         return parse_bool(_env(name, None if default is None else str(default)))
     except ValueError:  # as before: any other word is no
         return False
+
+
+def _number(name: str, kind: type) -> Any:
+    """An optional number: unset or empty is None (the stage's own default)."""
+    value = _env(name, "")
+    return kind(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,17 @@ class Settings:
     asr_backend: str = field(default_factory=lambda: _env("ASR_BACKEND", "auto"))  # | faster-whisper | whisperx
     asr_batch_size: int = field(default_factory=lambda: int(_env("ASR_BATCH_SIZE", "8")))
     asr_beam_size: int = field(default_factory=lambda: int(_env("ASR_BEAM_SIZE", "5")))
+    # decoding and subtitle options (names as in the WhisperX CLI; empty: the backend's own default)
+    asr_task: str = field(default_factory=lambda: _env("TASK", "transcribe"))  # | translate (into English)
+    initial_prompt: str = field(default_factory=lambda: _env("INITIAL_PROMPT", ""))
+    hotwords: str = field(default_factory=lambda: _env("HOTWORDS", ""))
+    compute_type: str = field(default_factory=lambda: _env("COMPUTE_TYPE", "auto"))
+    vad_filter: bool = field(default_factory=lambda: _flag("VAD_FILTER", True))
+    vad_onset: float | None = field(default_factory=lambda: _number("VAD_ONSET", float))
+    vad_offset: float | None = field(default_factory=lambda: _number("VAD_OFFSET", float))
+    max_line_width: int | None = field(default_factory=lambda: _number("MAX_LINE_WIDTH", int))
+    max_line_count: int | None = field(default_factory=lambda: _number("MAX_LINE_COUNT", int))
+    max_cue_seconds: float | None = field(default_factory=lambda: _number("MAX_CUE_SECONDS", float))
     # speaker labels: pyannote's gated pipeline; HF_TOKEN (the hub's own variable) fetches it once
     diarize: bool = field(default_factory=lambda: _flag("DIARIZE", False))
     diarization_model: str = field(default_factory=lambda: _env("DIARIZATION_MODEL"))
@@ -121,6 +139,11 @@ class Settings:
     train_ckpt_every: int = field(default_factory=lambda: int(_env("TRAIN_CKPT_EVERY", "100")))
     train_val_fraction: float = field(default_factory=lambda: float(_env("TRAIN_VAL_FRACTION", "0.1")))
     train_max_bad_fraction: float = field(default_factory=lambda: float(_env("TRAIN_MAX_BAD_FRACTION", "0.2")))
+    # Notifications (konspekt_dags.notify): apprise URLs, comma- or space-separated (mailto://, tgram://,
+    # json://, ...); empty: none. repr=False: a URL may hold a password or token.
+    notify_urls: str = field(default_factory=lambda: _env("NOTIFY_URLS", ""), repr=False)
+    # which outcomes to send: published, quarantined (failed/), held (kept for a later run)
+    notify_on: str = field(default_factory=lambda: _env("NOTIFY_ON", "published,quarantined,held"))
     fs_conn_id: str = "konspekt_data"
 
     @property

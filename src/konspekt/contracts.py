@@ -63,6 +63,11 @@ class Segment:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     speaker: str | None = None  # set by diarization: the speaker of most of its words
+    # Set when the decoder's output here was not speech (a loop, text in the wrong script) even after
+    # a second decoding: why ("repetition", "compression_ratio", "wrong_script", "no_speech"). Its text and words are
+    # then empty, so no later stage publishes it; what the decoder said is kept in ``unclear_text``.
+    degenerate: str | None = None
+    unclear_text: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
@@ -90,6 +95,9 @@ class Transcript:
     backend: str = "faster-whisper"
     word_timestamps: str = "faster-whisper"  # how word times were obtained
     diarization: Diarization | None = None  # None: not asked for
+    task: str = "transcribe"  # "translate": the text is Whisper's English translation of ``language``
+    decoding: dict[str, Any] = field(default_factory=dict)  # the decoding options used (prompt, VAD, ...)
+    warnings: list[str] = field(default_factory=list)  # what the reader should doubt, in plain words
 
     @property
     def text(self) -> str:

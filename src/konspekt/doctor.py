@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from konspekt import registry
+from konspekt import finetuned, registry
 from konspekt.contracts import log, parse_bool
 from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS
 from konspekt.docker_api import DockerAPI, DockerError
@@ -320,6 +320,31 @@ print("extractive:", models.packaged_minilm() or "missing")
 """
 
 
+def whisper_check(c: Config, probe: Probe, fetch: Callable[[str, str, str], str]) -> Check:
+    try:
+        code, out = probe.run("transcribe", ["python", "-c", WHISPER_PROBE, c.whisper_model], cache=True)
+    except DockerError as exc:
+        return Check("whisper model", FAIL, str(exc), mount_fix(c, "cache"))
+    if code == 0:
+        return Check("whisper model", OK, f"{c.whisper_model} -> {last_line(out)}")
+    return Check("whisper model", FAIL, last_line(out) or f"probe exited {code}",
+                 fetch("--whisper-model", "KONSPEKT_WHISPER_MODEL", "CTranslate2 model"))
+
+
+def latest_finetuned_check(c: Config) -> Check:
+    """``latest-finetuned`` is made by train_asr, not downloaded: which model it means now, if any."""
+    if c.data_root is None:
+        return Check("whisper model", SKIP, f"{finetuned.LATEST}: resolved from data/models/registry.json "
+                                            "when a run starts (no data root to look at here)")
+    try:
+        entry = finetuned.resolve(c.data_root)
+    except finetuned.RegistryError as exc:
+        return Check("whisper model", FAIL, str(exc), "run the train_asr DAG, or set KONSPEKT_WHISPER_MODEL "
+                                                      "to a model name such as small")
+    return Check("whisper model", OK, f"{finetuned.LATEST} -> {entry.get('path')} "
+                                      f"(WER {entry.get('wer_before')} -> {entry.get('wer_after')})")
+
+
 def check_models(c: Config, probe: Probe) -> list[Check]:
     checks = []
     cache = "./cache" if c.compose else "<cache>"
@@ -329,16 +354,10 @@ def check_models(c: Config, probe: Probe) -> list[Check]:
                 f"konspekt.warm_cache {flag} NAME`; or set {variable} to a {kind} folder in the cache, "
                 f"as tasks see it ({CONTAINER_CACHE}/...)")
 
-    try:
-        code, out = probe.run("transcribe", ["python", "-c", WHISPER_PROBE, c.whisper_model], cache=True)
-    except DockerError as exc:
-        checks.append(Check("whisper model", FAIL, str(exc), mount_fix(c, "cache")))
+    if c.whisper_model == finetuned.LATEST:
+        checks.append(latest_finetuned_check(c))
     else:
-        if code == 0:
-            checks.append(Check("whisper model", OK, f"{c.whisper_model} -> {last_line(out)}"))
-        else:
-            checks.append(Check("whisper model", FAIL, last_line(out) or f"probe exited {code}",
-                                 fetch("--whisper-model", "KONSPEKT_WHISPER_MODEL", "CTranslate2 model")))
+        checks.append(whisper_check(c, probe, fetch))
     try:
         code, out = probe.run("summarize", ["python", "-c", SUMMARY_PROBE, c.summary_model], cache=True)
     except DockerError as exc:

@@ -286,6 +286,13 @@ def record_path(video_dir: Path) -> Path:
     return video_dir.parent / f".{video_dir.name}.json"
 
 
+def claimed_name(video_dir: Path) -> str | None:
+    """The file name the user gave the video claimed into ``video_dir``, from the claim's record."""
+    record = read_json(record_path(video_dir))
+    name = record.get("name") if isinstance(record, dict) else None
+    return name if isinstance(name, str) and _one_component(name) else None
+
+
 def _record(video_dir: Path) -> dict:
     """The trusted facts of a claim; rebuilt from ``source/`` when a claim died before writing them."""
     path = record_path(video_dir)
@@ -533,6 +540,10 @@ def build_manifest(meta: dict, results: dict[str, StageResult], status: str, fin
         "finished_at": finished_at,
         "stages": {s: asdict(r) for s, r in results.items()},  # each stage's result: status, outputs, details
         "models": {s: m for s, r in results.items() if (m := r.details.get("model"))},
+        # which model transcribed, for a reader: "fine-tuned <run> (base ..., WER a → b)" or its name
+        "transcribed_by": results["transcribe"].details.get("transcribed_by") if "transcribe" in results else None,
+        # what a stage says the reader should doubt (an unsure language, unclear audio), by stage
+        "warnings": {s: w for s, r in results.items() if (w := r.details.get("warnings"))},
         "versions": {s: r.versions for s, r in results.items()},
         "seconds": {s: r.seconds for s, r in results.items()},
         "total_seconds": round(sum(r.seconds for r in results.values()), 3),

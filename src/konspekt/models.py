@@ -78,3 +78,53 @@ def inference_options(model_dir: str | Path) -> dict[str, Any]:
         return {}
     written = json.loads(marker.read_text(encoding="utf-8"))
     return {"without_timestamps": True} if written.get("without_timestamps") else {}
+
+
+def model_card(model: str | Path | None) -> dict[str, Any] | None:
+    """What konspekt recorded of a model it fine-tuned (the ``konspekt.json`` marker next to an exported
+    CTranslate2 model): run, base model, dataset, WER before and after, date; None for any other model
+    (a name, a hub id, a folder without a marker, a marker that cannot be read). Stdlib only."""
+    if not model:
+        return None
+    try:
+        written = json.loads((Path(model) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(written, dict):
+        return None
+    keys = ("run", "base_model", "dataset", "language", "wer_before", "wer_after", "steps", "created")
+    return {"fine_tuned": True, **{key: written.get(key) for key in keys}}
+
+
+def transcribed_by(model: str | None, card: dict[str, Any] | None = None) -> str:
+    """Which model transcribed, for a reader: "fine-tuned <run> (base openai/whisper-small, dataset
+    lectures, WER 0.31 → 0.12)" for a konspekt model (``card``: :func:`model_card`), else the model as given."""
+    if not card or not card.get("fine_tuned"):
+        return str(model or "unknown")
+
+    def wer(value: Any) -> str:
+        return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+    facts = [f"base {card.get('base_model') or '?'}"]
+    if card.get("dataset"):
+        facts.append(f"dataset {card['dataset']}")
+    facts.append(f"WER {wer(card.get('wer_before'))} → {wer(card.get('wer_after'))}")
+    return f"fine-tuned {card.get('run') or model} ({', '.join(facts)})"
+
+
+def model_facts(model: str | None) -> dict[str, Any]:
+    """What the transcribe stage records of its model in its result (``stages/transcribe.json``, and so
+    the manifest): ``model_card`` (None unless konspekt fine-tuned it) and ``transcribed_by``."""
+    card = model_card(model)
+    return {"model_card": card, "transcribed_by": transcribed_by(model, card)}
+
+
+def fine_tuned_label(video_dir: str | Path) -> str | None:
+    """"fine-tuned <run> (base ..., WER a → b)" when the transcribe stage in ``video_dir`` used a model konspekt
+    fine-tuned (as its result recorded: the report's task cannot see the model's folder), else None."""
+    try:
+        details = json.loads((Path(video_dir) / "stages" / "transcribe.json").read_text(encoding="utf-8"))["details"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    label = details.get("transcribed_by") if isinstance(details, dict) and details.get("model_card") else None
+    return label if isinstance(label, str) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,15 @@ def test_train_dag_wiring_and_params(monkeypatch, tmp_path):
     dag = bag.dags["train_asr"]
     assert dag.schedule is None or str(dag.timetable.summary) in ("None", "")
     assert dag.doc_md and "data/train/<dataset>" in dag.doc_md and "train.log" in dag.doc_md
-    assert set(dag.task_ids) == {"check_params", *TASKS}
+    assert set(dag.task_ids) == {"check_params", *TASKS, "register_model"}
     assert dag.get_task("check_params").downstream_task_ids == {TASKS[0]}
-    for upstream, downstream in zip(TASKS, TASKS[1:]):
+    for upstream, downstream in zip(TASKS, [*TASKS[1:], "register_model"]):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
+    # the registry is written by Airflow, after export: the export's container writes only models/<run>/
+    register = dag.get_task("register_model")
+    assert [a.name for a in register.outlets] == ["konspekt-finetuned-whisper"] and register.pool == "default_pool"
+    export = dag.get_task("export").command
+    assert export[export.index("--dataset") + 1] == "{{ params.dataset }}"  # recorded in the marker
     assert set(dag.params) >= {"dataset", "base_model", "epochs", "learning_rate", "batch_size", "grad_accum",
                                "max_steps", "device", "eval_every", "ckpt_every"}
     task = dag.get_task("make_batches")
@@ -90,13 +96,42 @@ def check_train_run(run_dir: Path, output: str) -> None:
     assert (ct2 / "model.bin").is_file() and json.loads((ct2 / "konspekt.json").read_text())["steps"] == 4
     assert (data / "logs" / run_dir.name / "loss.png").is_file()
     assert "DagRun Finished: dag_id=train_asr" in output and "state=success" in output, output[-3000:]
+    check_registered(run_dir, output)
+
+
+def check_registered(run_dir: Path, output: str) -> None:
+    """register_model recorded the export in data/models/registry.json and updated the asset."""
+    from konspekt import finetuned
+
+    data = run_dir.parents[1]
+    marker = json.loads((data / "models" / run_dir.name / "ct2" / "konspekt.json").read_text())
+    assert marker["dataset"] == "mini" and marker["run"] == run_dir.name
+    entry = finetuned.load(data)[run_dir.name]
+    assert entry["run_id"].startswith("manual__") and entry["dataset"] == "mini"
+    assert entry["path"] == f"/data/models/{run_dir.name}/ct2"
+    evaluation = json.loads((run_dir / "stages" / "evaluate.json").read_text())["details"]
+    assert (entry["wer_before"], entry["wer_after"]) == (evaluation["wer_before"], evaluation["wer_after"])
+    eligible = finetuned.why_not(entry, data) is None
+    log = (data / "logs" / run_dir.name / "train.log").read_text()
+    assert ("whisper_model=latest-finetuned (once register_model" in log) == eligible, log[-1500:]
+    # the asset event, with the run and its WER, in Airflow's database
+    with sqlite3.connect(data.parent / "airflow" / "airflow.db") as db:
+        events = db.execute("SELECT e.extra, e.source_task_id FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                            "WHERE a.name = 'konspekt-finetuned-whisper' AND a.uri = "
+                            "'file:///data/models/registry.json'").fetchall()
+    assert len(events) == 1 and events[0][1] == "register_model", events
+    extra = json.loads(events[0][0])
+    assert extra["run"] == run_dir.name and extra["eligible"] == eligible
+    assert (extra["wer_before"], extra["wer_after"]) == (entry["wer_before"], entry["wer_after"])
 
 
 def make_inputs(base: Path) -> Path:
     """The 3-clip dataset in base/data/train/mini; the tiny base model in base/cache/tiny-whisper."""
-    from tiny_whisper import PHRASES, build_dataset, build_model
+    from tiny_whisper import PHRASES, build_model
 
-    build_dataset(base / "data" / "train" / "mini", sentences=PHRASES[:3], voices=[("en-us", 150)], video_every=3)
+    from konspekt.sample import speak_dataset
+
+    speak_dataset(base / "data" / "train" / "mini", PHRASES[:3], [("en-us", 150)], video_every=3)
     return build_model(base / "cache" / "tiny-whisper")
 
 

@@ -354,3 +354,23 @@ def test_the_command_line_entry_point(tmp_path):
                           check=False)
     assert proc.returncode == 1
     assert json.loads(proc.stdout.splitlines()[-1])["ok"] is False
+
+
+def test_latest_finetuned_is_checked_in_the_registry_not_downloaded(tmp_path):
+    """whisper_model=latest-finetuned: the doctor says which model it means now, or why none."""
+    from konspekt import finetuned
+    from konspekt.layout import write_json
+    from konspekt.models import MARKER
+
+    c = config("", runner="local", data_root=tmp_path, whisper_model=finetuned.LATEST)
+    check = doctor.latest_finetuned_check(c)
+    assert check.status == doctor.FAIL and "no fine-tuned model is registered" in check.detail
+    ct2 = tmp_path / "models" / "run-a" / "ct2"
+    ct2.mkdir(parents=True)
+    (ct2 / "model.bin").write_bytes(b"weights")
+    write_json(ct2 / MARKER, {"run": "run-a", "base_model": "openai/whisper-small", "wer_before": 0.4,
+                              "wer_after": 0.2, "created": "2026-03-01T10:00:00+0000"})
+    finetuned.register(tmp_path, "run-a")
+    check = doctor.latest_finetuned_check(c)
+    assert check.status == doctor.OK and "/data/models/run-a/ct2" in check.detail, check
+    assert doctor.latest_finetuned_check(config("", whisper_model=finetuned.LATEST)).status == doctor.SKIP

@@ -54,6 +54,26 @@ def test_good_video_becomes_a_pdf_with_the_transcript(dag_run):
     assert all(s["status"] == "ok" for s in manifest["stages"].values())
 
 
+def test_the_ui_lists_each_video_by_its_file_name_and_shows_progress(dag_run):
+    """Mapped task instances carry the file's name (map_index_template), not 0, 1; the stage's
+    progress lines reach the task log."""
+    import sqlite3
+
+    data, proc, _, _ = dag_run
+    with sqlite3.connect(data.parent / "airflow" / "airflow.db") as db:
+        labels = db.execute("select task_id, rendered_map_index from task_instance "
+                            "where dag_id = 'lecture_to_pdf' and map_index >= 0").fetchall()
+    by_task: dict[str, set] = {}
+    for task_id, label in labels:
+        by_task.setdefault(task_id, set()).add(label)
+    names = {"Лекция 1 — the 'water' cycle $(touch pwned).mp4", "no sound.mp4"}
+    assert by_task["process.extract_audio"] == names, labels
+    assert by_task["process.finalize"] == names, labels
+    assert "Лекция 1 — the 'water' cycle $(touch pwned).mp4" in by_task["process.render_pdf"], labels
+    log = proc.stdout + proc.stderr
+    assert "transcribed 100% of" in log, log[-3000:]
+
+
 def test_bad_video_is_quarantined_and_untouched(dag_run):
     data, _, _, silent_bytes = dag_run
     failed = data / "failed" / "no sound"

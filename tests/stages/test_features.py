@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,8 +74,9 @@ def load_strict(path: Path):
     return json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants)
 
 
-def test_features_from_speech(video):
+def test_features_from_speech(video, capsys):
     assert features.main(["--video-dir", str(video.path)]) == 0
+    assert re.search(r"measured 100% of \d+ s audio in \d+ s", capsys.readouterr().err)  # the task log's progress
 
     lines = video.features_csv.read_text(encoding="utf-8").splitlines()
     assert lines[0] == HEADER

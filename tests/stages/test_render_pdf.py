@@ -147,7 +147,7 @@ def test_report_json_holds_what_the_pdf_shows(tmp_path):
     video = make_video_dir(tmp_path, SEGMENTS)
     assert render_pdf.main(["--video-dir", str(video)]) == 0
     data = json.loads((video / "report.json").read_text(encoding="utf-8"))
-    assert list(data) == ["title", "file", "date", "duration", "language", "words", "models", "summary",
+    assert list(data) == ["title", "file", "date", "duration", "language", "words", "warnings", "models", "summary",
                           "outline", "voice", "transcript", "pages"]
     assert data["title"] == TITLE and data["pages"] == pdf_pages(video / "report.pdf")
     assert data["summary"] == {"method": "extractive", "model": PACKAGED_MINILM, "text": SUMMARY, "note": NOTE}

@@ -12,7 +12,7 @@ from transcript_checks import check_subtitles, check_transcript
 
 from konspekt import asr
 from konspekt.asr import subtitles
-from konspekt.asr.backend import Progress
+from konspekt.progress import Progress
 from konspekt.contracts import Segment, Transcript, Word
 from konspekt.sample import SCRIPT, word_error_rate
 from konspekt.stages import extract_audio, transcribe

@@ -4,9 +4,9 @@ model's folder, progress lines."""
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from konspekt.contracts import log
 from konspekt.models import offline
@@ -24,6 +24,19 @@ class Options:
     align: str = "auto"  # whisperx: "auto" aligns when the wav2vec2 model is cached, "off" never
     align_model: str | None = None  # None: the default for the language
     align_window: float = 120.0  # seconds of audio aligned at a time
+    task: str = "transcribe"  # or "translate" (into English)
+    initial_prompt: str | None = None  # text the first window is conditioned on: names, terms, style
+    hotwords: str | None = None  # words to favour, given to every window (faster-whisper's hotwords)
+    vad_filter: bool = True  # skip what VAD calls silence (whisperx always uses its VAD chunks)
+    vad_onset: float | None = None  # speech starts above this probability; None: the backend's default
+    vad_offset: float | None = None  # ... and ends below this one; None: the backend's default
+    redecode: bool = True  # decode degenerate windows again with temperature fallback (konspekt.asr.quality)
+
+    def decoding(self) -> dict[str, Any]:
+        """The options that change the text, as ``Transcript.decoding`` records them."""
+        return {"task": self.task, "beam_size": self.beam_size, "initial_prompt": self.initial_prompt,
+                "hotwords": self.hotwords, "vad_filter": self.vad_filter, "vad_onset": self.vad_onset,
+                "vad_offset": self.vad_offset, "redecode": self.redecode}
 
 
 def resolve_whisper(name_or_path: str) -> str:
@@ -44,26 +57,3 @@ def resolve_whisper(name_or_path: str) -> str:
                 "or pass a local CTranslate2 folder") from None
     log(f"downloading Whisper model {name_or_path} into the cache (once)")
     return download_model(name_or_path, cache_dir=cache_dir)
-
-
-class Progress:
-    """Logs ``<what> N% of D s, ETA E s`` to stderr at most every ``every`` seconds."""
-
-    every = 5.0  # seconds between lines; tests set 0
-
-    def __init__(self, what: str, total: float) -> None:
-        self.what, self.total = what, total
-        self.started = self.last = time.monotonic()
-        self.first: tuple[float, float] | None = None  # (time, fraction) of the first update
-
-    def update(self, done: float) -> None:
-        now = time.monotonic()
-        fraction = min(max(done / self.total, 0.0), 1.0) if self.total else 0.0
-        # The rate since the first update leaves out model loading and VAD, which come before it.
-        since, base = self.first if self.first and fraction > self.first[1] else (self.started, 0.0)
-        self.first = self.first or (now, fraction)
-        if now - self.last < self.every or not self.total:
-            return
-        self.last = now
-        eta = (now - since) * (1 - fraction) / max(fraction - base, 1e-6)
-        log(f"{self.what} {fraction:.0%} of {self.total:.0f} s audio, ETA {eta:.0f} s")

@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from konspekt.asr.audio import load_audio
-from konspekt.asr.backend import Progress
 from konspekt.contracts import Diarization, Segment, Word, log
 from konspekt.models import offline
+from konspekt.progress import Progress
 
 TOKEN_ENV = "HF_TOKEN"
 
@@ -96,6 +96,7 @@ def find_turns(pipeline, audio_path: Path, count: SpeakerCount = SpeakerCount())
 
     output = pipeline({"waveform": torch.from_numpy(audio[None, :]), "sample_rate": 16_000},
                       num_speakers=count.exact, min_speakers=count.min, max_speakers=count.max, hook=hook)
+    progress.finish()
     annotation = getattr(output, "speaker_diarization", output)  # pyannote 3 returns the Annotation itself
     return [Turn(round(t.start, 3), round(t.end, 3), str(speaker))
             for t, _, speaker in annotation.itertracks(yield_label=True)]

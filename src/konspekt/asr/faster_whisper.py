@@ -3,16 +3,24 @@
 Batch size above 1 uses ``BatchedInferencePipeline``: VAD chunks decoded in batches,
 2.6x faster than sequential decoding on 2 CPU cores (see the README's measurements).
 Word times come from Whisper's cross-attention (DTW), so every word has one.
+A window whose text is degenerate (a loop, the wrong script: :mod:`konspekt.asr.quality`) is
+decoded again on its own, sequentially with temperature fallback; what still fails is marked.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
-from konspekt.asr.audio import load_audio
-from konspekt.asr.backend import Options, Progress, resolve_whisper
+from konspekt.asr.audio import SAMPLE_RATE, load_audio, read_wav
+from konspekt.asr.backend import Options, resolve_whisper
+from konspekt.asr.quality import COMPRESSION_RATIO_THRESHOLD, review
 from konspekt.contracts import Segment, Transcript, Word
 from konspekt.models import inference_options
+from konspekt.progress import Progress
+
+TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # Whisper's fallback: hotter until the text stops looping
 
 
 def load_model(opts: Options):
@@ -26,14 +34,72 @@ def to_word(w) -> Word:
     return Word(round(w.start, 3), round(w.end, 3), w.word.strip(), round(w.probability, 4))
 
 
+def vad_parameters(opts: Options, batched: bool) -> dict[str, Any]:
+    """Silero's thresholds where given; the batched pipeline's own short-silence default kept."""
+    given = {"threshold": opts.vad_onset, "neg_threshold": opts.vad_offset}
+    kept = {"min_silence_duration_ms": 160} if batched else {}
+    return {**kept, **{k: v for k, v in given.items() if v is not None}}
+
+
+def decode_options(opts: Options, batched: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "language": opts.language, "task": opts.task, "beam_size": opts.beam_size, "word_timestamps": True,
+        "initial_prompt": opts.initial_prompt, "hotwords": opts.hotwords, "vad_filter": opts.vad_filter,
+        **inference_options(opts.model),  # {"without_timestamps": True} for our exports
+    }
+    if opts.vad_filter and (opts.vad_onset is not None or opts.vad_offset is not None):
+        options["vad_parameters"] = vad_parameters(opts, batched)
+    return options
+
+
+def fixed_windows(duration: float, seconds: float = 30.0) -> list[dict[str, float]]:
+    """Without VAD the batched pipeline needs its windows given: back to back, ``seconds`` long."""
+    return [{"start": t, "end": min(t + seconds, duration)} for t in range(0, math.ceil(duration), int(seconds))]
+
+
+def to_segment(i: int, seg, offset: float = 0.0, limit: float = math.inf) -> Segment:
+    """Our segment of faster-whisper's, shifted by ``offset`` and its times kept below ``limit``."""
+    words = [to_word(w) for w in seg.words or []]
+    for w in words:
+        w.start, w.end = round(min(w.start, limit) + offset, 3), round(min(w.end, limit) + offset, 3)
+    return Segment(i, round(min(seg.start, limit) + offset, 3), round(min(seg.end, limit) + offset, 3),
+                   seg.text.strip(), words, round(seg.avg_logprob, 4), round(seg.no_speech_prob, 4))
+
+
+def read_window(audio_path: Path, start: float, end: float):
+    """``[start, end)`` seconds of the audio, from the WAV on disk (the lecture need not stay in memory)."""
+    clip = read_wav(audio_path, start, end)
+    return clip if clip is not None else load_audio(audio_path)[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)]
+
+
+def decode_again(model, audio_path: Path, opts: Options, language: str):
+    """``(start, end) -> segments``: that stretch decoded alone, sequentially, with Whisper's temperature
+    fallback and without the previous text as prompt (a loop would feed itself): the second opinion
+    :func:`konspekt.asr.quality.review` asks for."""
+
+    def decode(start: float, end: float) -> list[Segment]:
+        clip = read_window(audio_path, start, end)
+        options = {**decode_options(opts, batched=False), "language": language, "vad_filter": False,
+                   "temperature": TEMPERATURES, "compression_ratio_threshold": COMPRESSION_RATIO_THRESHOLD,
+                   "condition_on_previous_text": False}
+        found, _ = model.transcribe(clip, **options)
+        # a short clip is padded to 30 s, and Whisper may place text in the padding
+        seconds = len(clip) / SAMPLE_RATE
+        return [to_segment(0, seg, start, seconds) for seg in found if seg.start < seconds]
+
+    return decode
+
+
 def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     from faster_whisper import BatchedInferencePipeline
 
     model = model or load_model(opts)
     audio = load_audio(audio_path)
-    options = {"language": opts.language, "beam_size": opts.beam_size, "word_timestamps": True,
-               "vad_filter": True, **inference_options(opts.model)}  # {"without_timestamps": True} for our exports
-    if opts.batch_size > 1:
+    batched = opts.batch_size > 1
+    options = decode_options(opts, batched)
+    if batched:
+        if not opts.vad_filter:
+            options["clip_timestamps"] = fixed_windows(len(audio) / SAMPLE_RATE)
         segments_iter, info = BatchedInferencePipeline(model).transcribe(audio, batch_size=opts.batch_size, **options)
     else:
         segments_iter, info = model.transcribe(audio, **options)
@@ -42,12 +108,16 @@ def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     segments: list[Segment] = []
     progress = Progress("transcribed", info.duration)
     for seg in segments_iter:  # a generator: decoding happens while we iterate
-        segments.append(Segment(len(segments), round(seg.start, 3), round(seg.end, 3), seg.text.strip(),
-                                [to_word(w) for w in seg.words or []],
-                                round(seg.avg_logprob, 4), round(seg.no_speech_prob, 4)))
+        segments.append(to_segment(len(segments), seg))
         progress.update(seg.end)
+    progress.finish()
+    warnings: list[str] = []
+    text_language = "en" if opts.task == "translate" else info.language
+    if opts.redecode:
+        segments, warnings = review(segments, text_language, decode_again(model, audio_path, opts, info.language))
     return Transcript(
         language=info.language, language_probability=round(info.language_probability, 4),
         duration=round(info.duration, 3), model=opts.model, segments=segments,
         backend="faster-whisper", word_timestamps="faster-whisper",
+        task=opts.task, decoding=opts.decoding(), warnings=warnings,
     )

@@ -7,6 +7,8 @@
   ``punkt_tab`` (whisperx splits sentences with it) are already on disk; otherwise
   faster-whisper's cross-attention timings on the same chunks, so words always have
   times. ``Transcript.word_timestamps`` says which ("wav2vec2" or "faster-whisper").
+* Degenerate chunks (:mod:`konspekt.asr.quality`) are decoded again, sequentially with temperature
+  fallback, by the same model; what still fails is marked, not aligned and not published.
 * Memory: alignment runs window by window (``align_window`` seconds read from the WAV),
   over VAD chunks of at most 30 s, so it does not grow with the lecture's length.
 
@@ -22,12 +24,16 @@ from __future__ import annotations
 import gc
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from konspekt.asr.audio import SAMPLE_RATE, load_audio, read_wav
-from konspekt.asr.backend import Options, Progress, resolve_whisper
+from konspekt.asr.backend import Options, resolve_whisper
+from konspekt.asr.faster_whisper import decode_again
+from konspekt.asr.quality import is_degenerate, review
 from konspekt.contracts import Segment, Transcript, Word, log
 from konspekt.models import local_model_dir, offline
+from konspekt.progress import Progress
 
 VAD_METHOD = "pyannote"
 # Hub ids for every default, so alignment models live in the one HF cache; whisperx's own
@@ -98,9 +104,14 @@ def find_aligner(language: str, opts: Options) -> str | None:
 def load_pipeline(opts: Options):
     import whisperx
 
+    asr_options = {"beam_size": opts.beam_size, "initial_prompt": opts.initial_prompt, "hotwords": opts.hotwords}
+    vad_options = {k: v for k, v in (("vad_onset", opts.vad_onset), ("vad_offset", opts.vad_offset)) if v is not None}
+    if not opts.vad_filter:  # its batches are VAD chunks: there is no decoding without them
+        log("whisperx always decodes VAD chunks; --vad-filter false applies to faster-whisper only")
     return whisperx.load_model(
         resolve_whisper(opts.model), opts.device, compute_type=opts.compute_type, language=opts.language,
-        vad_method=VAD_METHOD, asr_options={"beam_size": opts.beam_size}, threads=opts.threads,
+        vad_method=VAD_METHOD, asr_options=asr_options, vad_options=vad_options or None, task=opts.task,
+        threads=opts.threads,
     )
 
 
@@ -121,22 +132,35 @@ def transcribe(audio_path: Path, opts: Options) -> Transcript:
     log(f"language {language} ({probability:.2f}); VAD {VAD_METHOD}, batch {opts.batch_size}")
 
     progress = Progress("transcribed", duration)
-    result = pipeline.transcribe(audio, batch_size=opts.batch_size, language=language,
+    result = pipeline.transcribe(audio, batch_size=opts.batch_size, language=language, task=opts.task,
                                  progress_callback=lambda percent: progress.update(percent / 100 * duration))
+    progress.finish()
     chunks = [c for c in result["segments"] if c["text"].strip()]
+    # Chunks whose text is not speech get a second, sequential decoding now, while the model is loaded;
+    # they come back with their own word times and skip alignment.
+    text_language = "en" if opts.task == "translate" else language
+    flagged = [bool(opts.redecode and is_degenerate(c["text"], text_language)) for c in chunks]
+    redone, warnings = review([_segment(0, c["start"], c["end"], c["text"], [], c.get("avg_logprob"))
+                               for c, bad in zip(chunks, flagged) if bad],
+                              text_language, decode_again(pipeline.model, audio_path, opts, language))
+    chunks = [c for c, bad in zip(chunks, flagged) if not bad]
 
     aligner = find_aligner(language, opts) if chunks else None
     if aligner:
         del pipeline, audio  # free Whisper and the samples: alignment reads its windows from the WAV
         gc.collect()
         segments, how = align_windows(chunks, audio_path, language, aligner, opts), "wav2vec2"
-    else:
+    elif chunks:
         model, read = pipeline.model, window_reader(audio_path, audio)
         del pipeline, audio  # a 60-min lecture is 230 MB of samples: read each chunk from the WAV instead
         gc.collect()
         segments, how = dtw_words(chunks, model, read, language, opts), "faster-whisper"
+    else:
+        segments, how = [], "faster-whisper"
+    segments = [replace(s, id=i) for i, s in enumerate(sorted(segments + redone, key=lambda s: s.start))]
     return Transcript(language=language, language_probability=round(probability, 4), duration=round(duration, 3),
-                      model=opts.model, segments=segments, backend="whisperx", word_timestamps=how)
+                      model=opts.model, segments=segments, backend="whisperx", word_timestamps=how,
+                      task=opts.task, decoding=opts.decoding(), warnings=warnings)
 
 
 # -- word timings ---------------------------------------------------------------
@@ -192,6 +216,7 @@ def align_windows(chunks: list[dict], audio_path: Path, language: str, model_dir
             segments.append(_segment(len(segments), start + offset, end_ + offset, seg["text"], words,
                                      seg.get("avg_logprob")))
         progress.update(end)
+    progress.finish()
     return segments
 
 
@@ -228,7 +253,7 @@ def dtw_words(chunks: list[dict], model, read, language: str, opts: Options) -> 
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.tokenizer import Tokenizer
 
-    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=opts.task, language=language)
     fps, hop = model.frames_per_second, model.feature_extractor.hop_length
     segments: list[Segment] = []
     last_speech = 0.0

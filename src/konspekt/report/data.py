@@ -15,9 +15,14 @@ from typing import Any
 
 from konspekt.contracts import Outline, Section, Summary, Transcript, log
 from konspekt.layout import VideoDir, read_json
+from konspekt.models import fine_tuned_label
 from konspekt.sentences import Sentence, timed_sentences
 
 PARAGRAPH_SECONDS = 40.0  # a transcript paragraph: about 100 words of speech
+# Why a stretch was left out, as the page says it (keys: konspekt.asr.quality.REASONS, which this
+# stdlib-only module does not import).
+UNCLEAR = {"repetition": "the recogniser looped", "compression_ratio": "the recogniser looped",
+           "wrong_script": "text in the wrong script", "no_speech": "noise, no speech"}
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Report:
     outline: Outline | None
     features: dict[str, Any] | None
     date: str
+    fine_tuned: str | None = None  # "fine-tuned <run> (base ..., WER a → b)" for a konspekt model
 
 
 def load_report(video: VideoDir) -> Report:
@@ -48,7 +54,7 @@ def load_report(video: VideoDir) -> Report:
         transcript=Transcript.load(video.transcript_json),
         summary=Summary.load(video.summary_json),
         outline=outline, features=features,
-        date=dt.date.today().isoformat(),
+        date=dt.date.today().isoformat(), fine_tuned=fine_tuned_label(video.path),
     )
 
 
@@ -111,8 +117,9 @@ def report_data(report: Report) -> dict[str, Any]:
         "duration": round(tr.duration, 3),
         "language": tr.language,
         "words": words,
+        "warnings": list(tr.warnings),  # the transcriber's doubts, shown on the cover
         "models": {
-            "speech_to_text": {"method": tr.backend, "model": tr.model},
+            "speech_to_text": {"method": tr.backend, "model": tr.model, "fine_tuned": report.fine_tuned},
             "summary": {"method": summ.method, "model": summ.model},
             "outline": {"method": report.outline.method, "model": report.outline.model} if report.outline else None,
             "voice": {"method": "openSMILE", "model": feats.get("feature_set", "eGeMAPSv02")} if feats else None,
@@ -127,13 +134,30 @@ def report_data(report: Report) -> dict[str, Any]:
             "sections": voice_by_section(feats.get("timeline") or {}, sections),
             "per_minute": feats.get("per_minute") or [],
         },
-        "transcript": [
-            {"start": round(g[0].start, 3), "end": round(g[-1].end, 3),
-             "section": section_number(g[0].start, sections), "speaker": g[0].speaker,
-             "text": " ".join(s.text for s in g)}
-            for g in paragraphs(timed_sentences(tr), [s.start for s in sections[1:]])
-        ],
+        "transcript": sorted([
+            *({"start": round(g[0].start, 3), "end": round(g[-1].end, 3),
+               "section": section_number(g[0].start, sections), "speaker": g[0].speaker,
+               "text": " ".join(s.text for s in g), "unclear": None}
+              for g in paragraphs(timed_sentences(tr), [s.start for s in sections[1:]])),
+            *({**span, "section": section_number(span["start"], sections), "speaker": None, "text": ""}
+              for span in unclear_spans(tr)),
+        ], key=lambda p: p["start"]),
     }
+
+
+def unclear_spans(transcript: Transcript) -> list[dict[str, Any]]:
+    """Stretches the transcriber marked as not speech (``Segment.degenerate``), neighbours joined:
+    the report shows them as such, never as words someone said."""
+    spans: list[dict[str, Any]] = []
+    for seg in transcript.segments:
+        if not seg.degenerate:
+            continue
+        why = UNCLEAR.get(seg.degenerate, seg.degenerate)
+        if spans and seg.start - spans[-1]["end"] < 1.0 and spans[-1]["unclear"] == why:
+            spans[-1]["end"] = round(seg.end, 3)
+        else:
+            spans.append({"start": round(seg.start, 3), "end": round(seg.end, 3), "unclear": why})
+    return spans
 
 
 # --- values as the page shows them ----------------------------------------------------------------
@@ -161,8 +185,9 @@ def model_label(name: str | None) -> str:
 
 
 def model_label_of(used: dict[str, str] | None) -> str:
-    """``{"method", "model"}`` (an entry of ``models``) as "method · short model name"."""
-    return f"{used['method']} · {model_label(used['model'])}" if used else "n/a"
+    """``{"method", "model"}`` (an entry of ``models``) as "method · short model name" (or what a fine-tuned
+    model is: ``fine_tuned``)."""
+    return f"{used['method']} · {used.get('fine_tuned') or model_label(used['model'])}" if used else "n/a"
 
 
 def formatted(value: Any, fmt: str, unit: str = "") -> str:

@@ -1,7 +1,7 @@
 """The report's layout: :func:`konspekt.report.data.report_data` laid out with reportlab as an A4 PDF.
 
-In order: a cover (title, duration, language, date, models, contents), the summary, the outline
-with timestamps, voice analytics with charts, and the full transcript in timestamped paragraphs
+In order: a cover (title, duration, language, date, models, the transcriber's warnings, contents),
+the summary, the outline with timestamps, voice analytics with charts, and the full transcript in timestamped paragraphs
 under its outline sections. Everything is set in DejaVu Sans, because the built-in PDF fonts
 have no Cyrillic and a Russian lecture would come out as black boxes.
 """
@@ -41,6 +41,7 @@ FONT_BOLD = "DejaVuSans-Bold"
 FONT_ITALIC = "DejaVuSans-Oblique"
 ACCENT = "#1f4e79"
 GREY = "#6b6b6b"
+WARN = "#b35900"
 
 
 def register_fonts(font_dir: Path) -> None:
@@ -84,6 +85,9 @@ def _styles() -> dict[str, ParagraphStyle]:
         "time": ParagraphStyle("time", base, fontName=FONT_BOLD, fontSize=9, leading=14, textColor=grey),
         "transcript": ParagraphStyle("transcript", base, fontSize=9.5, leading=13.5),
         "toc": ParagraphStyle("toc", base, fontSize=10.5, leading=16),
+        "warning": ParagraphStyle("warning", base, fontSize=9, leading=12, spaceAfter=2, textColor=HexColor(WARN),
+                                  leftIndent=10, bulletIndent=0),
+        "unclear": ParagraphStyle("unclear", base, fontName=FONT_ITALIC, fontSize=9, leading=13.5, textColor=grey),
     }
 
 
@@ -137,7 +141,20 @@ def cover(data: dict[str, Any], pg: Page) -> list:
     table = _table([[pg.p(_text(k), "cellgrey"), pg.p(_text(v), "cell")] for k, v in facts],
                    [38 * mm, pg.width - 38 * mm])
     return [Spacer(1, 35 * mm), pg.p("LECTURE NOTES", "kicker"), pg.p(_text(data["title"]), "title"),
-            Spacer(1, 6 * mm), table, Spacer(1, 12 * mm), pg.p("<b>Contents</b>", "h2"), toc, PageBreak()]
+            Spacer(1, 6 * mm), table, *warnings(data.get("warnings") or [], pg), Spacer(1, 12 * mm),
+            pg.p("<b>Contents</b>", "h2"), toc, PageBreak()]
+
+
+def warnings(items: list[str], pg: Page) -> list:
+    """The transcriber's doubts, boxed on the cover: a reader should know before trusting the notes."""
+    if not items:
+        return []
+    body = [pg.p("<b>Check before you rely on these notes</b>", "warning")]
+    body += [Paragraph(_text(w), pg.st["warning"], bulletText="•") for w in items]
+    box = Table([[body]], colWidths=[pg.width], hAlign="LEFT")
+    box.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.8, HexColor(WARN)),
+                             ("BACKGROUND", (0, 0), (-1, -1), HexColor("#fff6e5"))]))
+    return [Spacer(1, 6 * mm), box]
 
 
 def summary_and_outline(data: dict[str, Any], pg: Page) -> list:
@@ -213,6 +230,10 @@ def transcript(data: dict[str, Any], pg: Page) -> list:
             s = pg.sections[current - 1]
             story.append(pg.p(f"§{current} · {clock(s['start'], pg.hours)} — {_text(s['title'])}", "marker"))
         stamp = clock(para["start"], hours=pg.hours)
+        if para.get("unclear"):  # marked by the transcriber: said as such, never as speech
+            span = f'{stamp}–{clock(para["end"], hours=pg.hours)}'
+            story.append(pg.p(f'[{span}] [unclear audio: {_text(para["unclear"])}; not transcribed]', "unclear"))
+            continue
         who = f'<b>{_text(para["speaker"])}:</b> ' if para.get("speaker") else ""
         story.append(pg.p(f'<font color="{GREY}">[{stamp}]</font> {who}{_text(para["text"])}', "transcript"))
     return story

@@ -27,6 +27,7 @@ import numpy as np
 from konspekt.contracts import Segment, Transcript, log
 from konspekt.layout import VideoDir, atomic_path, write_json
 from konspekt.media import wav_duration
+from konspekt.progress import Progress
 from konspekt.stage import main_for
 
 FEATURE_SET = "eGeMAPSv02"
@@ -171,7 +172,10 @@ def _stream(engine, w: wave.Wave_read, step: int) -> None:
 
     runner = threading.Thread(target=run, name="opensmile", daemon=True)
     runner.start()
+    rate = w.getframerate()
+    progress = Progress("measured", w.getnframes() / rate)
     while pcm := w.readframes(step):
+        progress.update(w.tell() / rate)
         while not engine.external_audio_source_write_data("extsource", pcm):  # the ring is full: wait
             if not runner.is_alive():
                 break
@@ -182,6 +186,7 @@ def _stream(engine, w: wave.Wave_read, step: int) -> None:
     runner.join()
     if failure:
         raise failure[0]
+    progress.finish()
 
 
 def segment_words(seg: Segment) -> int:

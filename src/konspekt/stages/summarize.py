@@ -24,6 +24,7 @@ from konspekt.deployment import DEFAULTS, EXTRACTIVE_MODEL
 from konspekt.devices import pick_device
 from konspekt.embeddings import embed, extractive_model, pick_central
 from konspekt.layout import VideoDir, write_json
+from konspekt.progress import Progress
 from konspekt.sentences import split_sentences
 from konspekt.stage import main_for
 
@@ -129,13 +130,16 @@ class Seq2Seq:
     def summarise(self, chunks: list[str]) -> list[str]:
         import torch
 
-        out = []
+        out: list[str] = []
+        progress = Progress("summarised", len(chunks), "chunks")
         for i in range(0, len(chunks), self.batch_size):
             batch = self.tokenizer(chunks[i:i + self.batch_size], return_tensors="pt", padding=True,
                                    truncation=True, max_length=self.positions).to(self.device)
             with torch.inference_mode():
                 ids = self.model.generate(**batch, **self.generate_kwargs)
             out += [s.strip() for s in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            progress.update(len(out))
+        progress.finish()
         return out
 
 

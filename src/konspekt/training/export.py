@@ -2,12 +2,14 @@
 
     <data root>/models/<run id>/hf/    the transformers model, tokenizer and feature extractor
     <data root>/models/<run id>/ct2/   CTranslate2 (faster-whisper): give this folder to
-                                       lecture_to_pdf's ``whisper_model`` Param
+                                       lecture_to_pdf's ``whisper_model`` Param, or let
+                                       ``whisper_model=latest-finetuned`` pick it (konspekt.finetuned)
 
 ``ct2/`` carries ``tokenizer.json`` and ``preprocessor_config.json`` (without them
 faster-whisper tries to download openai/whisper-tiny.en), and ``konspekt.json``, which
 tells the transcribe stage what it cannot guess: a vocabulary without timestamp tokens
-must be decoded with ``without_timestamps=True``. Before it reports success, the step
+must be decoded with ``without_timestamps=True``, and what the model is (run, base model,
+dataset, WER before and after) for the registry and the report. Before it reports success, the step
 loads ``ct2/`` in faster-whisper and transcribes a validation clip.
 """
 
@@ -18,6 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
+from konspekt import finetuned
+from konspekt.deployment import CONTAINER_DATA
 from konspekt.layout import RunDir, read_json, write_json
 from konspekt.models import MARKER, inference_options
 from konspekt.stage import main_for
@@ -56,7 +60,8 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
     marker = {
         "without_timestamps": not processor.has_timestamps,
         "multilingual": processor.multilingual, "language": processor.language,
-        "base_model": args.base_model, "run": run.name, "steps": run.result("train")["steps"],
+        "base_model": args.base_model, "dataset": args.dataset or _dataset_of(run), "run": run.name,
+        "steps": run.result("train")["steps"],
         "wer_before": evaluation.get("wer_before"), "wer_after": evaluation.get("wer_after"),
         "quantization": args.quantization, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -68,13 +73,31 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
         shutil.rmtree(out / part, ignore_errors=True)
         (tmp / part).rename(out / part)
     tmp.rmdir()
-    log.line(f"export: {out / 'ct2'} ({args.quantization}) is ready: trigger lecture_to_pdf with "
-             f"whisper_model={out / 'ct2'}")
-    return {"ct2": str(out / "ct2"), "hf": str(out / "hf"), "marker": marker, "heard": heard}
+    param = f"{CONTAINER_DATA}/models/{run.name}/ct2"  # as the Param takes it, in either runner
+    refused = finetuned.why_not(marker)
+    if refused is None:
+        log.line(f"export: {out / 'ct2'} ({args.quantization}) is ready: trigger lecture_to_pdf with "
+                 f"whisper_model={finetuned.LATEST} (once register_model has recorded it: the newest model that "
+                 f"beat its base) or whisper_model={param}")
+    else:
+        log.line(f"export: {out / 'ct2'} ({args.quantization}) is ready, but {finetuned.LATEST} will never pick "
+                 f"it: {refused}; to use it anyway, trigger lecture_to_pdf with whisper_model={param}")
+    return {"ct2": str(out / "ct2"), "hf": str(out / "hf"), "marker": marker, "heard": heard,
+            "latest_finetuned": refused or "eligible"}
+
+
+def _dataset_of(run: RunDir) -> str | None:
+    """The dataset's folder name, as read_data recorded it (for a run started without --dataset)."""
+    try:
+        return Path(run.result("read_data")["dataset"]).name or None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-model", default="", help="recorded in konspekt.json")
+    parser.add_argument("--dataset", default="", help="the dataset's name, recorded in konspekt.json "
+                        "(default: read_data's folder)")
     parser.add_argument("--language", default="en")
     parser.add_argument("--quantization", default="int8",
                         help="CTranslate2 weights: int8 (CPU and GPU), float16, int8_float16, float32")
