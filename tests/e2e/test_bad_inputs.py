@@ -69,7 +69,7 @@ BAD = {
     "truncated-mp4-index-first": Bad("cut, index first.mp4", "extract_audio",
                                       "is incomplete: it should hold 34.0 s of audio, but only"),
     "no-audio-track": Bad("no audio track.mp4", "extract_audio", "has no audio track"),
-    "silent-audio": Bad("muted microphone.mp4", "transcribe", "no speech was detected in the audio"),
+    "silent-audio": Bad("muted microphone.mp4", "transcribe", "no speech was recognised in the audio"),
 }
 GOOD = {
     "good-lecture": Good("lecture.mp4", SCRIPT, max_wer=0.15),
