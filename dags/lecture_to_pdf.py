@@ -63,9 +63,10 @@ from konspekt_dags.settings import settings
         # Decoding and subtitles, named as in the WhisperX CLI (README: Decoding options)
         "task": Param(settings.asr_task, enum=["transcribe", "translate"],
                       description="translate: Whisper's English translation of the lecture"),
-        "initial_prompt": Param(settings.initial_prompt, type="string", maxLength=2000,
+        # null-able: the UI's form requires a value for any other type, and these are usually empty
+        "initial_prompt": Param(settings.initial_prompt or None, type=["null", "string"], maxLength=2000,
                                 description="text the first window is conditioned on: names, terms, spelling"),
-        "hotwords": Param(settings.hotwords, type="string", maxLength=1000,
+        "hotwords": Param(settings.hotwords or None, type=["null", "string"], maxLength=1000,
                           description="lecture jargon and names to favour in every window"),
         "compute_type": Param(settings.compute_type, enum=["auto", "int8", "int8_float16", "float16", "float32"],
                               description="auto: float16 on a GPU, int8 on the CPU"),
@@ -168,11 +169,10 @@ def lecture_to_pdf():
                        "--task", "{{ params.task }}", "--compute-type", "{{ params.compute_type }}",
                        "--vad-filter", "{{ params.vad_filter }}",
                        # --flag=value: a prompt starting with "-" is still a value, never an option;
-                       # an empty optional number is the stage's own default
-                       "--initial-prompt={{ params.initial_prompt }}", "--hotwords={{ params.hotwords }}",
+                       # an empty (null) one is the stage's own default
                        *(f"--{flag.replace('_', '-')}={{{{ params.{flag} | default('', true) }}}}"
-                         for flag in ("vad_onset", "vad_offset", "max_line_width", "max_line_count",
-                                      "max_cue_seconds"))),
+                         for flag in ("initial_prompt", "hotwords", "vad_onset", "vad_offset", "max_line_width",
+                                      "max_line_count", "max_cue_seconds"))),
         "summarize": ("--method", "{{ params.summary_method }}", "--model", "{{ params.summary_model }}",
                       "--models", "{{ params.summary_models | tojson }}", "--device", "{{ params.device }}"),
     }
