@@ -312,7 +312,7 @@ def test_airflow_3_services_and_no_default_admin_password(compose, example_env):
     raw_init = compose["raw"]["services"]["airflow-init"]
     assert raw_init["environment"]["KONSPEKT_ADMIN_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
     script = raw_init["command"][-1]  # plain CLI calls: no reliance on the official image's entrypoint
-    assert "airflow db migrate" in script and '--password "$$KONSPEKT_ADMIN_PASSWORD"' in script
+    assert "airflow db migrate" in script and '--password="$$KONSPEKT_ADMIN_PASSWORD"' in script
     assert "_AIRFLOW_WWW_USER" not in str(raw_init) and "/entrypoint" not in script
     assert example_env["AIRFLOW_ADMIN_PASSWORD"] == ""  # compose refuses to start until one is set
     with pytest.raises(KeyError, match="AIRFLOW_ADMIN_PASSWORD"):

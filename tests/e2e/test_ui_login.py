@@ -53,12 +53,13 @@ def ui(tmp_path_factory):
     text = (ROOT / "docker-compose.yml").read_text()
     compose = yaml.safe_load(text)
     admin = re.search(r"\$\{AIRFLOW_ADMIN_USER:-([^}]+)\}", text).group(1)  # compose's default user name
-    password = secrets.token_urlsafe(16)  # what a user puts in .env
+    # what a user puts in .env; one token_urlsafe in 64 starts with "-", which argparse takes for an option
+    password = "-" + secrets.token_urlsafe(16)
     home = tmp_path_factory.mktemp("ui")
     env = dict(os.environ, AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
                AIRFLOW__CORE__AUTH_MANAGER=compose["x-airflow-common"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"])
     for argv in (["db", "migrate"],
-                 ["users", "create", "--username", admin, "--password", password, "--role", "Admin",
+                 ["users", "create", f"--username={admin}", f"--password={password}", "--role", "Admin",
                   "--firstname", "Airflow", "--lastname", "Admin", "--email", "admin@example.org"]):
         proc = subprocess.run([AIRFLOW, *argv], env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
