@@ -128,7 +128,7 @@ def standalone(work: Path, model: str, cache: Path):
 
 def _sensor_waiting(db: Path) -> bool:
     return bool(_query(db, "select r.run_id from dag_run r join task_instance t on t.dag_id = r.dag_id "
-                           "and t.run_id = r.run_id where r.dag_id = 'lecture_to_pdf' and r.state = 'running' "
+                           "and t.run_id = r.run_id where r.dag_id = 'lecture_inbox' and r.state = 'running' "
                            "and t.task_id = 'wait_for_video' and t.state in ('deferred', 'running', "
                            "'up_for_reschedule')"))
 

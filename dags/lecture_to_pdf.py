@@ -1,8 +1,10 @@
 """
 ### Lecture video → PDF notes
 
-Drop a video (or an audio file) into **`airflow/data/input`**. This DAG waits for it,
-claims it once it has finished copying, and for each claimed file runs:
+Drop a video (or an audio file) into **`airflow/data/input`**. The `lecture_inbox` DAG waits
+for it to finish copying, claims it and starts one run of this DAG for it; runs overlap, so a
+new lecture never waits for a batch. Triggered by hand (with other Params), a run claims
+whatever `input/` holds (waiting up to a minute for a file still being copied). Each video runs:
 
 ```
 extract_audio → transcribe → summarize ┐
@@ -26,19 +28,19 @@ from airflow.sdk import Param, dag, get_current_context, task, task_group
 
 from konspekt import registry
 from konspekt_dags.assets import whisper_model
+from konspekt_dags.claims import claim_videos
 from konspekt_dags.factory import stage_task
 from konspekt_dags.labels import video_label
-from konspekt_dags.params import check_lecture_params, check_params_task
-from konspekt_dags.sensors import InboxSensor
+from konspekt_dags.params import check_lecture_params, enforce
 from konspekt_dags.settings import settings
 
 
 @dag(
     dag_id="lecture_to_pdf",
-    schedule=settings.schedule,
+    schedule=None,  # lecture_inbox starts a run per video; or trigger one by hand
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=settings.max_active_videos,  # they overlap: claims are exclusive, pools bound the stages
     doc_md=__doc__,
     tags=["konspekt", "inference"],
     user_defined_filters={"video_label": video_label, "whisper_model": whisper_model},
@@ -94,34 +96,28 @@ from konspekt_dags.settings import settings
     },
 )
 def lecture_to_pdf():
-    wait_for_video = InboxSensor(
-        task_id="wait_for_video",
-        fs_conn_id=settings.fs_conn_id,
-        filepath="input",  # see InboxSensor: it wakes only for what claim would take
-        poke_interval=settings.poke_seconds,
-        deferrable=settings.sensor_mode == "deferrable",
-        mode="reschedule" if settings.sensor_mode == "reschedule" else "poke",
-        timeout=settings.sensor_timeout_seconds,
-        soft_fail=True,
-        retries=0,
-    )
-
     @task(retries=0, execution_timeout=timedelta(hours=1))
     def claim() -> list[str]:
-        """Move complete files from input/ into their own processing/ folders."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        """Check the Params first (a bad one fails the run before any file is touched); then take the video
+        lecture_inbox started this run for or, triggered by hand, what input/ holds now."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from konspekt import inbox
-        from konspekt.layout import printable
 
-        claims = inbox.claim(settings.data_root, stable_seconds=settings.stable_seconds,
-                             wait_seconds=settings.claim_wait_seconds, max_bytes=settings.max_file_bytes,
-                             force=bool(get_current_context()["params"]["force"]))
+        context = get_current_context()
+        enforce(check_lecture_params, context["params"])  # here, not in a task of its own: one start sooner
+        run_id, folder = context["run_id"], (context["dag_run"].conf or {}).get("claimed")
+        if folder is not None:  # conf is anyone's to write: only a claim this run owns is taken
+            try:
+                claims = [inbox.owned_claim(settings.data_root, folder, run_id)]
+            except (OSError, ValueError) as exc:
+                raise AirflowFailException(f"conf 'claimed': {exc}") from None
+        else:
+            claims = claim_videos(context["ti"], lambda video_dir, attempt: run_id,
+                                  force=bool(context["params"]["force"]), wait=True)
         if not claims:
             raise AirflowSkipException("nothing to process: input/ holds only files still being copied, "
                                        "temp files, or files already processed (any other entry is in failed/)")
-        for c in claims:
-            print(f"claimed {printable(c.name)!r} ({c.size} bytes) -> {c.video_dir}")
         return [settings.to_container(c.video_dir) for c in claims]
 
     # Mapped tasks are listed by the video's file name, not 0, 1, 2 (finalize names it before moving it).
@@ -189,9 +185,7 @@ def lecture_to_pdf():
         leaves = [task for task in tasks.values() if not task.downstream_task_ids]
         leaves >> finalize(video_dir)
 
-    videos = claim()
-    check_params_task(check_lecture_params) >> wait_for_video >> videos
-    process.expand(video_dir=videos)
+    process.expand(video_dir=claim())
 
 
 lecture_to_pdf()

@@ -41,8 +41,8 @@ def airflow_env(base: Path, data: Path, **overrides: str) -> dict[str, str]:
     """The environment for ``dags_test`` on a test's own data root.
 
     AIRFLOW_HOME and the model cache live under ``base``; files are claimed at once; no retries;
-    offline; the sensor pokes with a timeout (under ``dags test`` a deferred sensor ignores its
-    timeout); VENV is the venv running the tests. ``overrides`` adds or replaces variables.
+    offline; the watcher's sensor (``lecture_inbox``) pokes with a timeout (under ``dags test`` a
+    deferred sensor ignores its timeout); VENV is the venv running the tests. ``overrides`` adds or replaces variables.
     """
     env = dict(os.environ, AIRFLOW_HOME=str(base / "airflow"), KONSPEKT_DATA_ROOT=str(data),
                KONSPEKT_CACHE_DIR=str(base / "cache"), KONSPEKT_STABLE_SECONDS="0", KONSPEKT_RETRIES="0",

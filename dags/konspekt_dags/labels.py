@@ -21,3 +21,8 @@ def video_label(video_dir: str) -> str:
         name = None
     label = printable(name or label)
     return label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 1] + "…"
+
+
+def claimed_label(folder: str) -> str:
+    """:func:`video_label` of a claim named as ``<claim>/<video>`` under ``processing/`` (lecture_inbox's runs)."""
+    return video_label(settings.to_container(settings.data_root / "processing" / str(folder)))

@@ -1,8 +1,9 @@
 """Checks of the Params a person types when triggering a run: they are input too.
 
-A run checks its Params first (the ``check_params`` task) and stops with a plain message
-before it touches any file. The rules: a model is a name or hub id (``small``,
-``openai/whisper-small``), or a folder under the data root's ``models/`` or the model cache
+A run checks its Params first (``train_asr``'s ``check_params`` task; ``lecture_to_pdf``'s
+``claim``, one task start sooner) and stops with a plain message before it touches any file.
+The rules: a model is a name or hub id (``small``, ``openai/whisper-small``), or a folder
+under the data root's ``models/`` or the model cache
 (``whisper_model`` may also be ``latest-finetuned``, while a fine-tuned model beat its base);
 a dataset is one folder name under ``train/``; no value may start with ``-`` (it would read
 as an option) or climb out of its folder with ``..``. The configured defaults (settings) are
@@ -109,6 +110,16 @@ def check_train_params(params: Mapping[str, Any]) -> None:
     check_language("language", params.get("language"))
 
 
+def enforce(check: Callable[[Mapping[str, Any]], None], params: Mapping[str, Any]) -> None:
+    """``check`` a run's Params inside a task: a :class:`BadParam` fails it, unretried, with its message."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        check(params)
+    except BadParam as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
 def check_params_task(check: Callable[[Mapping[str, Any]], None]):
     """A run's first task, ``check_params``: ``check`` its Params; a :class:`BadParam` fails the run with
     its message, before any file is touched."""
@@ -116,11 +127,6 @@ def check_params_task(check: Callable[[Mapping[str, Any]], None]):
     @task(retries=0, execution_timeout=timedelta(minutes=5))
     def check_params() -> None:
         """Stop a run whose Params cannot be used (a model or dataset outside its folder, an option), first."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        try:
-            check(get_current_context()["params"])
-        except BadParam as exc:
-            raise AirflowFailException(str(exc)) from None
+        enforce(check, get_current_context()["params"])
 
     return check_params()

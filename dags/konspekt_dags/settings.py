@@ -95,8 +95,11 @@ class Settings:
     # summary models for other languages, e.g. {"ru": "IlyaGusev/mbart_ru_sum_gazeta"}; "*" = any other
     summary_models: dict = field(default_factory=lambda: json.loads(_env("SUMMARY_MODELS", "{}")))
     keep_byproducts: bool = field(default_factory=lambda: _flag("KEEP_BYPRODUCTS", False))
-    # the watch folder
+    # the watch folder: lecture_inbox's schedule (empty: none; then trigger lecture_to_pdf by hand)
     schedule: str | None = field(default_factory=lambda: _env("SCHEDULE", "@continuous") or None)
+    # runs of lecture_to_pdf at once, one per video: the pools bound the work, so a video dropped
+    # mid-batch starts at once; beyond this many its run queues
+    max_active_videos: int = field(default_factory=lambda: int(_env("MAX_ACTIVE_VIDEOS", "64")))
     sensor_mode: str = field(default_factory=lambda: _env("SENSOR_MODE", "deferrable"))  # | reschedule | poke
     # how often the sensor looks at input/: cheap in the triggerer (deferrable); raise it for reschedule mode
     poke_seconds: float = field(default_factory=lambda: float(_env("POKE_SECONDS", "1")))

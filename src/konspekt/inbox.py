@@ -14,8 +14,10 @@ module is stdlib only. The rules that keep users' files safe:
 * A file whose bytes were published already (its sha256 is the input hash in some
   ``output/*/manifest.json``) is not processed again: it is archived in ``processed/``
   and nothing new is made, unless ``force`` asks for it (then ``output/<name> (2)``).
-* Nothing is lost when a run dies: see :func:`orphans` for how the next run adopts
-  what a dead run left in ``processing/``, and :func:`finalize` for a failure outside
+* Each claimed video has an owner, the Airflow run that processes it; runs overlap, and
+  claims are serialized by one lock (:func:`claim`).
+* Nothing is lost when a run dies: see :func:`orphans` for how a later claim adopts
+  what an ended run left in ``processing/``, and :func:`finalize` for a failure outside
   the file (it is held and retried, never quarantined as "bad").
 * Stage containers can write their video's folder, so nothing there is trusted here:
   the claim's facts live in a record beside it (:func:`record_path`).
@@ -24,6 +26,7 @@ module is stdlib only. The rules that keep users' files safe:
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -31,6 +34,8 @@ import shutil
 import stat
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +54,16 @@ RESULT_BYTES = 5 << 20  # a stage result larger than this is not read (stage con
 BAD_FILE_HINT = "fix the file and drop it into input/ again"
 
 log = logging.getLogger(__name__)
+
+# Who processes a claim: owner(video_dir, attempt) names the run (attempt 0 for a new claim, n for
+# its n-th adoption); is_active(owner) says whether that run may still finish it.
+Owner = Callable[[Path, int], str]
+IsActive = Callable[[str], bool]
+
+
+def in_use(owner: str) -> bool:
+    """Without a way to ask the orchestrator, an owned claim counts as in use: never taken from a live run."""
+    return True
 
 
 def is_ignored(name: str) -> bool:
@@ -135,7 +150,11 @@ def ready_entries(input_dir: Path, stable_seconds: float = 5.0, wait_seconds: fl
 
 
 def has_work(data_root: Path, stable_seconds: float = 5.0) -> bool:
-    """Whether a claim now would take something: the sensor's question, so it never wakes for nothing."""
+    """Whether a claim now would take something: the sensor's question, so it never wakes for nothing.
+
+    The sensor cannot ask Airflow whether a claim's run still lives, so owned claims do not wake
+    it (they would, over and over, while their runs work); see :func:`orphans`.
+    """
     return bool(due_orphans(data_root) or ready_entries(Path(data_root) / "input", stable_seconds))
 
 
@@ -179,37 +198,83 @@ class Claim:
     sha256: str
     claimed_at: str
     adopted: bool = False  # left in processing/ by a run that died, taken over by this one
+    owner: str | None = None  # the run that processes it
+
+    @property
+    def folder(self) -> str:
+        """``<claim>/<video>``: where it lies under ``processing/``, for :func:`owned_claim`."""
+        return f"{self.video_dir.parent.name}/{self.video_dir.name}"
 
 
 def claim(data_root: Path, *, stable_seconds: float = 5.0, wait_seconds: float = 0.0,
-          max_files: int | None = None, force: bool = False, max_bytes: int | None = None) -> list[Claim]:
-    """What this run processes: the videos dead runs left in ``processing/`` (see :func:`orphans`),
-    then the ready files of ``input/``, each moved into its own ``processing/<claim>/<video>/``.
+          max_files: int | None = None, force: bool = False, max_bytes: int | None = None,
+          owner: Owner | None = None, is_active: IsActive = in_use) -> list[Claim]:
+    """What to process now: the videos ended runs left in ``processing/`` (see :func:`orphans`),
+    then the ready files of ``input/``, each moved into its own ``processing/<claim>/<video>/``
+    and owned by the run ``owner`` names for it.
 
     A new file whose bytes are already published is archived and left out, unless ``force``.
     Entries that cannot be processed (symlinks, pipes, a file over ``max_bytes``) go to ``failed/``.
     Never raises for one file's sake: a file that cannot be claimed is reported and left out.
+    Claims are serialized by a lock in ``processing/``: runs overlap, and one must never adopt
+    a folder another is still claiming. Only waiting for a file to settle happens outside it.
     """
     data_root = Path(data_root)
-    claims = adopt_orphans(data_root)
+    with claim_lock(data_root):
+        claims = adopt_orphans(data_root, owner, is_active)
+    # Waits for a file still being copied without holding the lock; another claim may take an entry
+    # meanwhile, and then its rename fails here (see _claim_one).
     entries = ready_entries(data_root / "input", stable_seconds, 0.0 if claims else wait_seconds)[:max_files]
-    claim_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    done = published(data_root) if entries and not force else {}
-    for entry in entries:
-        try:
-            item = _claim_one(data_root, claim_id, entry, done, max_bytes)
-        except Exception:  # noqa: BLE001 - one file's trouble never stops the others
-            log.exception("%s could not be claimed; it is left in input/", printable(entry.name))
-            continue
-        if item is not None:
-            claims.append(item)
-    _remove_emptied_folders(data_root / "input", entries, stable_seconds)
-    _remove_if_empty(data_root / "processing" / claim_id)
+    with claim_lock(data_root):
+        claim_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        done = published(data_root) if entries and not force else {}
+        for entry in entries:
+            try:
+                item = _claim_one(data_root, claim_id, entry, done, max_bytes, owner)
+            except Exception:  # noqa: BLE001 - one file's trouble never stops the others
+                log.exception("%s could not be claimed; it is left in input/", printable(entry.name))
+                continue
+            if item is not None:
+                claims.append(item)
+        _remove_emptied_folders(data_root / "input", entries, stable_seconds)
+        _remove_if_empty(data_root / "processing" / claim_id)
     return claims
 
 
+@contextmanager
+def claim_lock(data_root: Path) -> Iterator[None]:
+    """One claim or adoption at a time on this data root: an flock on the ``processing/`` folder itself
+    (no lock file for a user to wonder about), released even when the process dies."""
+    processing = Path(data_root) / "processing"
+    processing.mkdir(parents=True, exist_ok=True)
+    fd = os.open(processing, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def owned_claim(data_root: Path, folder: str, owner: str) -> Claim:
+    """The claim at ``processing/<folder>`` that ``owner`` was started for (``folder`` is
+    ``<claim>/<video>``, as :attr:`Claim.folder` gives it). Raises ValueError for anything else:
+    the folder comes from a run's configuration, which anyone allowed to trigger a run can write.
+    """
+    parts = folder.split("/") if isinstance(folder, str) else []
+    if len(parts) != 2 or not all(_one_component(p) and not p.startswith(".") for p in parts):
+        raise ValueError(f"{printable(str(folder))!r} is not a claimed video (<claim>/<video> in processing/)")
+    video_dir = Path(data_root) / "processing" / parts[0] / parts[1]
+    if not (_is_dir(video_dir.parent) and _is_dir(video_dir)):
+        raise ValueError(f"processing/{printable(folder)} does not exist: finalized already, or never claimed")
+    record = _record(video_dir)
+    if record.get("owner") != owner:
+        raise ValueError(f"processing/{printable(folder)} belongs to run {record.get('owner')!r}, not to {owner!r}")
+    return Claim(video_dir, record["name"], record["size"], record["sha256"], record["claimed_at"],
+                 adopted=bool(record.get("adopted")), owner=owner)
+
+
 def _claim_one(data_root: Path, claim_id: str, entry: Entry, done: dict[str, str],
-               max_bytes: int | None) -> Claim | None:
+               max_bytes: int | None, owner: Owner | None) -> Claim | None:
     name = fit_name(entry.name)
     if entry.problem is not None:
         _reject(data_root, entry.path, name, entry.problem)
@@ -230,7 +295,7 @@ def _claim_one(data_root: Path, claim_id: str, entry: Entry, done: dict[str, str
         _quarantine(data_root, video_dir, name, f"is {size / 1e9:.1f} GB, over the limit of {max_bytes / 1e9:.1f} GB "
                                                 "(KONSPEKT_MAX_FILE_GB)")
         return None
-    item = _describe(video_dir, name)
+    item = _describe(video_dir, name, owner(video_dir, 0) if owner else None)
     if item.sha256 in done:
         _move(source, data_root / "processed" / claim_id / name)
         _discard(video_dir)
@@ -266,13 +331,13 @@ def _quarantine(data_root: Path, video_dir: Path, name: str, reason: str) -> Non
     _discard(video_dir)
 
 
-def _describe(video_dir: Path, name: str) -> Claim:
+def _describe(video_dir: Path, name: str, owner: str | None = None) -> Claim:
     """Hash the claimed file; write the claim's record (Airflow's own) and the folder's ``video.json`` (the stages')."""
     source = video_dir / "source" / name
     item = Claim(video_dir, name, source.lstat().st_size, sha256(source),
-                 datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                 datetime.now(timezone.utc).isoformat(timespec="seconds"), owner=owner)
     facts = {"name": name, "size": item.size, "sha256": item.sha256, "claimed_at": item.claimed_at}
-    write_json(record_path(video_dir), facts)
+    write_json(record_path(video_dir), {**facts, **({"owner": owner} if owner else {})})
     write_json(video_dir / VIDEO_META, {**facts, "source": f"source/{name}"})
     return item
 
@@ -330,30 +395,41 @@ def published(data_root: Path) -> dict[str, str]:
     return found
 
 
-def orphans(data_root: Path) -> list[Path]:
-    """Video folders in ``processing/`` whose run ended without finalizing them.
+def orphans(data_root: Path, is_active: IsActive = in_use) -> list[Path]:
+    """Video folders in ``processing/`` that no live run will finish.
 
-    The rule: **when claim runs, every folder in processing/ is an orphan.** Claim runs
-    once per DAG run, before that run processes anything, and runs of lecture_to_pdf
-    never overlap (``max_active_runs=1``, which tests/dags/test_dags.py pins). So a folder
-    found there belongs to a run that has ended without finalizing it: its worker or
-    the machine died, the run was marked failed, or finalize held it after a failure
-    outside the file (see :func:`finalize`). Nothing else will ever finish it.
+    The rule: **a folder is an orphan unless its owner is active** (``is_active(owner)``).
+    Every claim names the run that processes it (its owner, in the claim's record), and runs
+    overlap, so a folder of a queued or running run is that run's. A folder is left to others
+    when its run ended without finalizing it (the run was marked failed, its trigger never
+    created it), when finalize held it after a failure outside the file (:func:`finalize`
+    drops the owner then), or when a claim died before naming one. Nothing else will ever
+    finish those. Without ``is_active`` (the sensor's view) every owned folder counts as in use.
 
-    Adopting one is safe even if a stage process of the dead run still runs in it:
+    Adopting one is safe even if a stage process of the ended run still runs in it:
     the stage's lock makes the new try wait for it (see :mod:`konspekt.stage`), and
     stages that finished are up to date and skipped, so work resumes where it stopped.
+    Adoption runs under :func:`claim_lock`, so a folder being claimed is never taken.
     """
     processing = Path(data_root) / "processing"
     if not processing.is_dir():
         return []
-    return sorted(v for c in processing.iterdir() if _is_dir(c) for v in c.iterdir() if _is_dir(v))
+    folders = sorted(v for c in processing.iterdir() if _is_dir(c) for v in c.iterdir() if _is_dir(v))
+    return [v for v in folders if not ((owner := _owner(v)) and is_active(owner))]
 
 
-def due_orphans(data_root: Path) -> list[Path]:
+def due_orphans(data_root: Path, is_active: IsActive = in_use) -> list[Path]:
     """The orphans a run should take now: all but those finalize held until a later time."""
     now = time.time()
-    return [v for v in orphans(data_root) if _held_until(v) <= now]
+    return [v for v in orphans(data_root, is_active) if _held_until(v) <= now]
+
+
+def _owner(video_dir: Path) -> str | None:
+    try:
+        owner = read_json(record_path(video_dir)).get("owner")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) and owner else None
 
 
 def _held_until(video_dir: Path) -> float:
@@ -363,16 +439,16 @@ def _held_until(video_dir: Path) -> float:
         return 0.0
 
 
-def adopt_orphans(data_root: Path) -> list[Claim]:
-    """Hand the due orphans to the running run; one adopted :data:`MAX_ADOPTIONS` times is finalized instead.
+def adopt_orphans(data_root: Path, owner: Owner | None = None, is_active: IsActive = in_use) -> list[Claim]:
+    """Hand the due orphans to the runs ``owner`` names; one adopted :data:`MAX_ADOPTIONS` times is finalized instead.
 
     An orphan that cannot be read or finalized goes to ``failed/`` once, as it is: it never
     crashes claim, and never stops the new uploads behind it.
     """
     adopted = []
-    for video_dir in due_orphans(data_root):
+    for video_dir in due_orphans(data_root, is_active):
         try:
-            if (item := _adopt(data_root, video_dir)) is not None:
+            if (item := _adopt(data_root, video_dir, owner)) is not None:
                 adopted.append(item)
         except Exception as exc:  # noqa: BLE001
             log.exception("%s cannot be resumed; moving it to failed/ as it is", video_dir)
@@ -380,7 +456,7 @@ def adopt_orphans(data_root: Path) -> list[Claim]:
     return adopted
 
 
-def _adopt(data_root: Path, video_dir: Path) -> Claim | None:
+def _adopt(data_root: Path, video_dir: Path, owner: Owner | None) -> Claim | None:
     if not _sources(video_dir) and not record_path(video_dir).is_file():
         if not any(p.is_file() for p in video_dir.rglob("*")):  # claim died before the move: nothing there
             _discard(video_dir)
@@ -392,13 +468,17 @@ def _adopt(data_root: Path, video_dir: Path) -> Claim | None:
                   outcome.destination)
         return None
     record["adopted"] = record.get("adopted", 0) + 1
+    record.pop("owner", None)
+    if owner:
+        record["owner"] = owner(video_dir, record["adopted"])
     if record.pop("held", None):
         log.warning("%s: retrying it after a failure outside the file", printable(record["name"]))
     else:
         log.warning("%s: left in %s by a run that ended; resuming it", printable(record["name"]),
                     video_dir.parent.name)
     write_json(record_path(video_dir), record)
-    return Claim(video_dir, record["name"], record["size"], record["sha256"], record["claimed_at"], adopted=True)
+    return Claim(video_dir, record["name"], record["size"], record["sha256"], record["claimed_at"], adopted=True,
+                 owner=record.get("owner"))
 
 
 def _give_up(data_root: Path, video_dir: Path, reason: str) -> None:
@@ -525,6 +605,7 @@ def _hold(video_dir: Path, record: dict, problem: tuple[str, str, str], hold_sec
     until = time.time() + hold_seconds
     record["held"] = {"stage": stage, "reason": reason, "hint": hint, "until": until,
                       "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record.pop("owner", None)  # its run is done with it: any later claim may take it once the wait is over
     write_json(record_path(video_dir), record)
     tries = f"try {record.get('adopted', 0) + 1} of {MAX_ADOPTIONS + 1}"
     return Outcome("held", record["name"], str(video_dir.parent.name + "/" + video_dir.name), reason, stage,

@@ -1,8 +1,9 @@
 """DAG integrity: the bundle imports cleanly, is wired as documented, and docker mode gets the right arguments."""
 
 import json
-import time
 import os
+import re
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +40,11 @@ def test_no_import_errors_and_the_task_graph(monkeypatch, tmp_path):
     dag = bag.dags["lecture_to_pdf"]
     assert dag.doc_md and "airflow/data/input" in dag.doc_md
     assert set(dag.task_ids) == {
-        "check_params", "wait_for_video", "claim", "process.extract_audio", "process.transcribe", "process.summarize",
+        "claim", "process.extract_audio", "process.transcribe", "process.summarize",
         "process.features", "process.outline", "process.render_pdf", "process.finalize"}
     down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
-    assert down["check_params"] == {"wait_for_video"} and down["wait_for_video"] == {"claim"}
+    # claim is the first task (it checks the Params before it takes a file), and each stage maps over its videos
+    assert dag.get_task("claim").upstream_task_ids == set() and {"process.extract_audio"} < down["claim"]
     assert down["process.extract_audio"] == {"process.transcribe"}
     assert down["process.transcribe"] == {"process.summarize", "process.features", "process.outline"}
     assert down["process.summarize"] == down["process.features"] == down["process.outline"] == {"process.render_pdf"}
@@ -52,32 +54,99 @@ def test_no_import_errors_and_the_task_graph(monkeypatch, tmp_path):
                                "summary_models", "diarize", "speakers", "force"}
     assert dag.params["diarize"] is False and dag.params["speakers"] == 0  # off by default: its model is gated
     assert dag.params["force"] is False
-    # claim adopts every folder left in processing/ as an orphan: only safe while runs never overlap
-    assert dag.max_active_runs == 1
-    sensor = dag.get_task("wait_for_video")
-    assert sensor.fs_conn_id == "konspekt_data" and sensor.filepath == "input"
+    # one run per video, and they overlap: a lecture dropped mid-batch does not wait for the batch
+    assert dag.schedule is None and dag.max_active_runs == 64
     for stage in ("extract_audio", "transcribe", "summarize", "features", "outline", "render_pdf"):
         command = dag.get_task(f"process.{stage}").command
         assert command[command.index("--force") + 1] == "{{ params.force }}", stage
 
 
+def test_the_watcher_claims_and_starts_one_lecture_to_pdf_run_per_video(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path))
+    dag = bag.dags["lecture_inbox"]
+    assert dag.doc_md and "airflow/data/input" in dag.doc_md
+    assert type(dag.timetable).__name__ == "ContinuousTimetable" and dag.max_active_runs == 1
+    down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert down == {"wait_for_video": {"start_lecture_to_pdf"}, "start_lecture_to_pdf": set()}
+    sensor = dag.get_task("wait_for_video")  # it claims when it wakes: see the test below
+    assert sensor.fs_conn_id == "konspekt_data" and sensor.filepath == "input" and sensor.soft_fail
+    start = dag.get_task("start_lecture_to_pdf")
+    assert start.partial_kwargs["trigger_dag_id"] == "lecture_to_pdf"
+    assert start.partial_kwargs["wait_for_completion"] is False
+
+
+def test_a_video_s_run_id_is_readable_unique_and_valid_for_airflow():
+    from konspekt_dags.claims import run_id_for
+
+    claim = Path("/data/processing/20261202T150000-abc123")
+    ids = [run_id_for(claim / "water_cycle"), run_id_for(claim / "Лекция_1"), run_id_for(claim / "Лекция_2"),
+           run_id_for(claim / "water_cycle", 1), run_id_for(claim / ("x" * 200))]
+    assert ids[0] == "video__20261202T150000-abc123__water_cycle" and ids[3] == ids[0] + ".1"
+    assert len(set(ids)) == len(ids)  # names ASCII cannot spell still differ
+    assert all(re.fullmatch(r"[A-Za-z0-9_.~:+-]{1,250}", i) for i in ids), ids  # Airflow's allowed run id pattern
+
+
 def test_the_sensor_wakes_for_new_files_and_for_videos_a_dead_run_left(monkeypatch, tmp_path):
     bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path))
     monkeypatch.setenv("AIRFLOW_CONN_KONSPEKT_DATA", json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path)}}))
-    sensor = bag.dags["lecture_to_pdf"].get_task("wait_for_video")
+    sensor = bag.dags["lecture_inbox"].get_task("wait_for_video")
     (tmp_path / "input").mkdir()
     (tmp_path / "input" / ".hidden.mp4").write_bytes(b"x")
-    assert sensor.poke({}) is False
+    assert sensor.ready() is False
     (tmp_path / "processing" / "20260101T000000-abcdef" / "talk" / "source").mkdir(parents=True)
-    assert sensor.poke({}) is True
+    assert sensor.ready() is True
     (tmp_path / "processing" / "20260101T000000-abcdef" / "talk" / "source").rmdir()
     (tmp_path / "processing" / "20260101T000000-abcdef" / "talk").rmdir()
-    assert sensor.poke({}) is False
+    assert sensor.ready() is False
     (tmp_path / "input" / "talk.mp4").write_bytes(b"x")
-    assert sensor.poke({}) is False  # still being copied, as far as anyone can tell (STABLE_SECONDS)
+    assert sensor.ready() is False  # still being copied, as far as anyone can tell (STABLE_SECONDS)
     old = time.time() - 60
     os.utime(tmp_path / "input" / "talk.mp4", (old, old))
-    assert sensor.poke({}) is True
+    assert sensor.ready() is True
+
+
+class LiveRuns:
+    """The part of a task's ``ti`` the claim asks: which lecture_to_pdf runs are queued or running."""
+
+    def __init__(self, live=()):
+        self.live = set(live)
+
+    def get_dr_count(self, dag_id, run_ids, states):
+        assert dag_id == "lecture_to_pdf" and set(states) == {"queued", "running"}
+        return sum(r in self.live for r in run_ids)
+
+
+def test_the_sensor_claims_when_it_wakes_and_hands_each_video_to_a_run_of_its_own(monkeypatch, tmp_path):
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path))
+    monkeypatch.setenv("AIRFLOW_CONN_KONSPEKT_DATA", json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path)}}))
+    sensor = bag.dags["lecture_inbox"].get_task("wait_for_video")
+    (tmp_path / "input").mkdir()
+    assert sensor.poke({"ti": LiveRuns()}) is False
+    old = time.time() - 60
+    for name in ("a talk.mp4", "Лекция.mkv"):
+        (tmp_path / "input" / name).write_bytes(name.encode())
+        os.utime(tmp_path / "input" / name, (old, old))
+    (tmp_path / "input" / "shortcut.mp4").symlink_to(tmp_path / "elsewhere")
+    done = sensor.poke({"ti": LiveRuns()})
+    kwargs = sorted(done.xcom_value, key=lambda k: k["trigger_run_id"])
+    assert [k["trigger_run_id"].split("__")[2] for k in kwargs] == ["a_talk", "video-" + kwargs[1]["trigger_run_id"][-8:]]
+    from konspekt import inbox
+
+    for k in kwargs:  # each run may take its own video, and only that
+        claim = inbox.owned_claim(tmp_path, k["conf"]["claimed"], k["trigger_run_id"])
+        assert claim.video_dir.parent.parent == tmp_path / "processing"
+    assert sorted(p.name for p in (tmp_path / "input").iterdir()) == []
+    assert (tmp_path / "failed" / "shortcut" / "shortcut.mp4").is_symlink()  # reported, never followed
+    # those runs' videos do not wake it (it cannot ask Airflow from the triggerer); one whose run has
+    # ended unfinished is retaken, for a new run, by the next claim: here, the next drop's
+    assert sensor.poke({"ti": LiveRuns()}) is False
+    (tmp_path / "input" / "next.mp4").write_bytes(b"next")
+    os.utime(tmp_path / "input" / "next.mp4", (old, old))
+    ended = kwargs[0]["trigger_run_id"]
+    done = sensor.poke({"ti": LiveRuns([kwargs[1]["trigger_run_id"]])})
+    retaken, new = done.xcom_value
+    assert retaken == {"trigger_run_id": ended + ".1", "conf": kwargs[0]["conf"]}  # a new run, the same folder
+    assert new["trigger_run_id"].endswith("__next")
 
 
 def test_local_mode_runs_the_stage_argv_with_the_local_interpreter(monkeypatch, tmp_path):
@@ -158,7 +227,7 @@ def test_parsing_imports_nothing_heavy(dag_file, heavy):
 
 # --- pools: the heavy tasks queue for a bounded number of slots ------------------------------------
 
-LIGHT_TASKS = {"check_params", "wait_for_video", "claim", "process.finalize"}
+LIGHT_TASKS = {"claim", "process.finalize"}
 
 
 @pytest.mark.parametrize("gpu", ["false", "true"])

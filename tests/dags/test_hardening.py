@@ -72,7 +72,9 @@ def test_the_time_limit_scales_with_the_lecture(monkeypatch, tmp_path):
     scale_timeout({"task": task})
     assert task.execution_timeout == timedelta(minutes=30, hours=36)
     for t in dag.tasks:
-        assert t.execution_timeout or t.task_id == "wait_for_video" or t._pre_execute_hook is scale_timeout, t.task_id
+        assert t.execution_timeout or t._pre_execute_hook is scale_timeout, t.task_id
+    for t in bag.dags["lecture_inbox"].tasks:  # the sensor has its own timeout (soft_fail: the next run waits)
+        assert t.execution_timeout or (t.task_id == "wait_for_video" and t.timeout), t.task_id
     for t in bag.dags["train_asr"].tasks:
         light = t.task_id in ("check_params", "register_model")
         assert t.execution_timeout == (timedelta(minutes=5) if light else timedelta(hours=72)), t.task_id
@@ -123,6 +125,19 @@ def test_a_run_with_a_bad_param_stops_before_any_step(tmp_path):
     output = proc.stdout + proc.stderr
     assert "dataset='../train/secret' must be the name of one folder under data/train/" in output, output[-3000:]
     assert "state=failed" in output and not (data / "train_runs").exists()
+
+
+@pytest.mark.slow
+def test_a_lecture_run_with_a_bad_param_takes_no_file(tmp_path):
+    data = tmp_path / "data"
+    (data / "input").mkdir(parents=True)
+    (data / "input" / "talk.mp4").write_bytes(b"not claimed")
+    proc = dags_test(airflow_env(tmp_path, data), "lecture_to_pdf", "-c", json.dumps({"whisper_model": "../../etc"}),
+                     timeout=300)
+    output = proc.stdout + proc.stderr
+    assert "is not a model name" in output and "state=failed" in output, output[-3000:]
+    assert (data / "input" / "talk.mp4").read_bytes() == b"not claimed"  # claim checked the Params first
+    assert not (data / "processing").exists() or not any((data / "processing").iterdir())
 
 
 def test_a_wrong_command_line_is_not_bad_input(tmp_path):

@@ -397,3 +397,116 @@ def test_a_file_over_the_size_limit_is_quarantined_with_the_reason(tmp_path):
     assert c.name == "small.mp4"
     error = json.loads((root / "failed" / "huge" / "error.json").read_text())
     assert "over the limit" in error["reason"] and (root / "failed" / "huge" / "huge.mp4").stat().st_size == 2000
+
+
+# --- owners: runs overlap, and a claim belongs to the run that processes it ----------------------
+
+def owner_by_name(video_dir, attempt):
+    return f"run-{video_dir.name}" + (f".{attempt}" if attempt else "")
+
+
+def test_a_claim_of_a_live_run_is_never_adopted_and_an_ended_run_s_is(tmp_path):
+    root = data_root(tmp_path)
+    for name in ("a.mp4", "b.mp4"):
+        (root / "input" / name).write_bytes(name.encode())
+        age(root / "input" / name)
+    a, b = sorted(inbox.claim(root, stable_seconds=5, owner=owner_by_name), key=lambda c: c.name)
+    assert (a.owner, b.owner) == ("run-a", "run-b")
+    assert json.loads(inbox.record_path(a.video_dir).read_text())["owner"] == "run-a"
+    live = {"run-a", "run-b"}
+    assert inbox.claim(root, stable_seconds=5, owner=owner_by_name, is_active=live.__contains__) == []
+    assert inbox.orphans(root) == [] and not inbox.has_work(root, 5)  # the sensor: owned means in use
+    live.discard("run-b")  # b's run was marked failed before it finalized
+    [resumed] = inbox.claim(root, stable_seconds=5, owner=owner_by_name, is_active=live.__contains__)
+    assert (resumed.video_dir, resumed.adopted, resumed.owner) == (b.video_dir, True, "run-b.1")
+    assert json.loads(inbox.record_path(b.video_dir).read_text())["owner"] == "run-b.1"
+    live.add("run-b.1")  # the run started for it
+    # a claim that died before naming its owner is anyone's
+    record = json.loads(inbox.record_path(a.video_dir).read_text())
+    del record["owner"]
+    write_json(inbox.record_path(a.video_dir), record)
+    assert inbox.orphans(root, live.__contains__) == [a.video_dir]
+
+
+def test_a_held_video_leaves_its_run_and_waits_for_any_later_claim(tmp_path):
+    root = data_root(tmp_path)
+    (root / "input" / "talk.mp4").write_bytes(b"talk")
+    age(root / "input" / "talk.mp4")
+    [c] = inbox.claim(root, stable_seconds=5, owner=owner_by_name)
+    outcome = inbox.finalize(root, c.video_dir, hold_seconds=0)  # no stage ran: a failure outside the file
+    assert outcome.status == "held"
+    assert "owner" not in json.loads(inbox.record_path(c.video_dir).read_text())
+    assert inbox.has_work(root, 5)  # wakes the sensor, though its run may not have ended yet
+    [again] = inbox.claim(root, stable_seconds=5, owner=owner_by_name)  # even with every run live
+    assert again.video_dir == c.video_dir and again.owner == "run-talk.1"
+
+
+def test_a_run_takes_only_the_claim_it_was_started_for(tmp_path):
+    root = data_root(tmp_path)
+    (root / "input" / "talk.mp4").write_bytes(b"talk")
+    age(root / "input" / "talk.mp4")
+    [c] = inbox.claim(root, stable_seconds=5, owner=owner_by_name)
+    got = inbox.owned_claim(root, c.folder, "run-talk")
+    assert (got.video_dir, got.name, got.sha256, got.owner) == (c.video_dir, "talk.mp4", c.sha256, "run-talk")
+    (root / "elsewhere").mkdir()
+    (root / "processing" / "linked").symlink_to(root / "elsewhere")
+    claim_id = c.video_dir.parent.name
+    hostile = ["../input", f"{claim_id}/../../output", "/etc/passwd", claim_id, f"{claim_id}/talk/source",
+               "linked/talk", f"{claim_id}/.talk.json", f"{claim_id}/", "", None, ["x", "y"], f"{claim_id}/gone"]
+    for folder in hostile:
+        try:
+            inbox.owned_claim(root, folder, "run-talk")
+        except ValueError as exc:
+            assert "processing/" in str(exc) or "claimed video" in str(exc), (folder, exc)
+        else:
+            raise AssertionError(f"{folder!r} was taken")
+    try:
+        inbox.owned_claim(root, c.folder, "someone-else")
+    except ValueError as exc:
+        assert "belongs to run 'run-talk'" in str(exc)
+    else:
+        raise AssertionError("another run's claim was taken")
+
+
+def test_claims_wait_for_each_other(tmp_path):
+    """One claim at a time: adoption never sees a folder another claim is still filling."""
+    root = data_root(tmp_path)
+    (root / "input" / "talk.mp4").write_bytes(b"talk")
+    age(root / "input" / "talk.mp4")
+    done = []
+    with inbox.claim_lock(root):
+        worker = threading.Thread(target=lambda: done.append(inbox.claim(root, stable_seconds=5)))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not done and (root / "input" / "talk.mp4").exists()
+    worker.join(10)
+    assert [c.name for c in done[0]] == ["talk.mp4"]
+    assert sorted(p.name for p in (root / "processing").iterdir()) == [done[0][0].video_dir.parent.name]
+
+
+def _claim_in_a_process(root, owner_prefix, queue):
+    claims = inbox.claim(root, stable_seconds=0, owner=lambda d, n: f"{owner_prefix}-{d.name}",
+                         is_active=lambda owner: True)
+    queue.put([(c.name, c.owner, c.adopted) for c in claims])
+
+
+def test_overlapping_claims_take_each_file_exactly_once(tmp_path):
+    import multiprocessing
+
+    root = data_root(tmp_path)
+    names = [f"clip {i:02d}.mp4" for i in range(30)]
+    for name in names:
+        (root / "input" / name).write_bytes(name.encode() * 1000)
+        age(root / "input" / name)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim_in_a_process, args=(root, f"run{i}", queue)) for i in range(4)]
+    for p in procs:
+        p.start()
+    got = [item for _ in procs for item in queue.get(timeout=60)]
+    for p in procs:
+        p.join(10)
+    assert sorted(name for name, _, _ in got) == names  # each once, no adoption of a live run's claim
+    assert not any(adopted for *_, adopted in got)
+    records = [json.loads(p.read_text()) for p in (root / "processing").glob("*/.*.json")]
+    assert sorted(r["name"] for r in records) == names

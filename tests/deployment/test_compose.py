@@ -151,13 +151,22 @@ def test_compose_defaults_are_the_settings_defaults(compose, default_settings):
     for key, value in raw_env.items():
         m = re.fullmatch(r"\$\{(KONSPEKT_\w+):-([^}]*)\}", str(value))
         if m and m.group(1) == key:
-            field = key.removeprefix("KONSPEKT_").lower()
+            field = {"KONSPEKT_TASK": "asr_task"}.get(key) or key.removeprefix("KONSPEKT_").lower()
             default = getattr(settings, field)
             # empty: settings.py's own default; anything else must repeat it exactly
             assert m.group(2) == "" or str(default).lower() == m.group(2).lower(), (
                 key, default, m.group(2))
             checked += 1
     assert checked >= 8
+
+
+def test_every_setting_env_example_names_reaches_the_airflow_services(compose):
+    """A KONSPEKT_* line a user uncomments in .env must change something: compose passes only what it lists."""
+    named = set(re.findall(r"\b(KONSPEKT_[A-Z_]+)\b", (ROOT / ".env.example").read_text()))
+    assert {"KONSPEKT_MAX_ACTIVE_VIDEOS", "KONSPEKT_CPU_POOL_SLOTS", "KONSPEKT_WHISPER_MODEL"} <= named
+    for service in ("airflow-scheduler", "airflow-init", "airflow-triggerer", "airflow-dag-processor"):
+        passed = set(compose["raw"]["services"][service]["environment"])
+        assert named <= passed, (service, sorted(named - passed))
 
 
 def test_images_in_the_containers_see_the_shared_paths(default_settings):

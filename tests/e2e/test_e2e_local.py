@@ -98,7 +98,7 @@ def test_inputs_are_archived_and_temp_files_left_alone(dag_run):
 def test_a_file_still_being_copied_is_claimed_only_once_complete(tmp_path, lecture_mp4, tiny_en_model):
     """Through the DAG: a writer appends the lecture slowly under its final name while the run starts.
 
-    The sensor sees the file at once; claim must wait until it has been unchanged for
+    Claim sees the file at once; it must wait until it has been unchanged for
     KONSPEKT_STABLE_SECONDS. Claimed early, the mp4 would lack its index (ffmpeg writes it
     last) and end in failed/, or the transcript would be cut short.
     """

@@ -2,8 +2,11 @@
 
 1. a run is killed (SIGKILL to its whole process group, as when the worker dies) once transcribe has
    started; the stage process, in its own session, outlives it as it would a dead worker;
-2. the next run, with nothing new in input/, adopts the video the dead run left in processing/,
-   resumes it (finished stages are skipped) and publishes it exactly once;
+2. while Airflow still calls the dead run running, a new run leaves its video alone (runs overlap,
+   and a live run's video is its own); once the run is marked failed (the UI's "Mark run as
+   failed"; under ``airflow dags test`` nothing else ever ends it), the next run, with nothing
+   new in input/, adopts the video it left in processing/, resumes it (finished stages are
+   skipped) and publishes it exactly once;
 3. the same bytes dropped again are archived and not processed ("already processed");
 4. dropped again with the force Param, they are processed into `output/<name> (2)`.
 """
@@ -12,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -37,7 +41,7 @@ class Deployment:
     def __init__(self, base: Path, model: str):
         self.base, self.data = base, base / "data"
         (self.data / "input").mkdir(parents=True)
-        self.env = airflow_env(base, self.data, KONSPEKT_WHISPER_MODEL=model, KONSPEKT_SENSOR_TIMEOUT_SECONDS="60")
+        self.env = airflow_env(base, self.data, KONSPEKT_WHISPER_MODEL=model, KONSPEKT_CLAIM_WAIT_SECONDS="3")
 
     def argv(self, *extra):
         return dags_test_argv("lecture_to_pdf", *extra)
@@ -62,6 +66,14 @@ class Deployment:
             finally:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    def mark_running_runs_failed(self) -> list[str]:
+        """What "Mark run as failed" in the UI does to the killed run: its state, in Airflow's database."""
+        with sqlite3.connect(self.base / "airflow" / "airflow.db") as db:
+            ids = [r for (r,) in db.execute("select run_id from dag_run where dag_id = 'lecture_to_pdf' "
+                                            "and state = 'running'")]
+            db.execute("update dag_run set state = 'failed' where dag_id = 'lecture_to_pdf' and state = 'running'")
+        return ids
 
     def snapshot(self) -> dict:
         return {folder: sorted(p.relative_to(self.data / folder).as_posix()
@@ -101,6 +113,9 @@ def history(tmp_path_factory, clip, tiny_en_model):
                         and "konspekt.stages.transcribe" in (site.base / "1-killed.log").read_text())
         steps["killed"] = site.snapshot()
         steps["killed_sources"] = {p.name: sha256(p) for p in site.data.glob("processing/*/*/source/*")}
+        steps["alive_log"] = site.run("2-while-alive")
+        steps["alive"] = site.snapshot()
+        steps["marked_failed"] = site.mark_running_runs_failed()
         steps["resumed_log"] = site.run("2-resumed")
         steps["resumed"] = site.snapshot()
         shutil.copy(clip, site.data / "input" / f"{NAME} again.mp4")
@@ -118,6 +133,13 @@ def test_a_killed_run_leaves_the_video_in_processing(history, clip):
     site, steps = history
     assert steps["killed_sources"] == {clip.name: sha256(clip)}  # not lost: whole, in processing/
     assert not steps["killed"].get("output") and not steps["killed"]["input"]
+
+
+def test_a_run_airflow_still_calls_running_keeps_its_video(history, clip):
+    site, steps = history
+    assert steps["alive"] == steps["killed"], steps["alive_log"][-3000:]  # nothing moved, nothing published
+    assert "nothing to process" in steps["alive_log"]
+    assert len(steps["marked_failed"]) == 1  # the killed run, and no other, was still "running"
 
 
 def test_the_next_run_resumes_it_and_publishes_it_once(history, clip):

@@ -1,9 +1,9 @@
 """The path users take, against the running compose stack (``.ci/compose-e2e.sh`` brings it up).
 
 The tests run in file order and share the stack: a browser logs in; a lecture dropped into
-``airflow/data/input`` on the host is processed by the watch folder's run; the browser queues a
-run of ``lecture_to_pdf`` with a changed Param; the waiting watch run takes the next drop, a
-broken file, and quarantines it; the queued run then takes the next lecture with its Param; ``train_asr`` is triggered over the REST API;
+``airflow/data/input`` on the host is processed by the run the watch folder (``lecture_inbox``)
+starts for it; a broken file is quarantined; the browser triggers ``lecture_to_pdf`` with a
+changed Param, and that run takes the lecture dropped while it waits; ``train_asr`` is triggered over the REST API;
 the scheduler is restarted in the middle of a video. Screenshots and logs go to
 ``$KONSPEKT_CI_ARTIFACTS``.
 
@@ -173,15 +173,15 @@ def unique(prefix: str) -> str:
 
 # --- the tests, in the order a user meets them ----------------------------------------------------
 
-def test_browser_logs_in_and_sees_both_dags(ui, stack):
+def test_browser_logs_in_and_sees_the_dags(ui, stack):
     ui.login(stack["user"], stack["password"])
     ids = ui.dag_ids()
     ui.screenshot("02-dag-list")
-    assert {"lecture_to_pdf", "train_asr"} <= set(ids), ids
+    assert {"lecture_inbox", "lecture_to_pdf", "train_asr"} <= set(ids), ids
 
 
 def test_a_dropped_lecture_becomes_a_pdf(stack, api, lecture):
-    """The watch folder's own run takes it, with the default Params."""
+    """The watch folder (lecture_inbox) starts a run of lecture_to_pdf for it, named after it, with the default Params."""
     containers_before = container_names()  # docker-proxy's volume outlives runs: judge only this test's
     name = unique("CI lecture")
     drop(lecture, f"{name}.mp4", stack["uid"])
@@ -195,21 +195,26 @@ def test_a_dropped_lecture_becomes_a_pdf(stack, api, lecture):
         assert path.stat().st_uid == stack["uid"], (path, path.stat().st_uid)
     assert not (out / "audio.wav").exists()  # the default: keep_byproducts off
     assert not list((DATA / "input").glob("CI *"))
+    runs = [r for r in api.runs("lecture_to_pdf") if r["dag_run_id"].endswith("__" + name.replace(" ", "_"))]
+    assert [(r["dag_run_id"].split("__")[0], r["state"]) for r in runs] == [("video", "success")], runs
     wait_for("no konspekt container left in docker-proxy", lambda: not container_names() - containers_before,
              60, on_timeout=lambda: str(task_containers()))
 
 
-def waiting_watch_run(api) -> str | None:
-    """The scheduled run whose sensor is waiting for input/, if there is one."""
-    for run in api.runs("lecture_to_pdf")[:3]:
-        if run["run_type"] == "scheduled" and run["state"] == "running":
-            return run["dag_run_id"]
-    return None
+def test_a_bad_file_is_quarantined(stack, api):
+    broken = unique("CI broken")
+    drop(b"this is not a video, only a few bytes of text\n" * 20, f"{broken}.mp4", stack["uid"])
+    failed = DATA / "failed" / broken
+    wait_for(f"failed/{broken}/error.json", lambda: (failed / "error.json").is_file(), 300)
+    error = json.loads((failed / "error.json").read_text())
+    assert error["stage"] == "extract_audio" and error["reason"], error
+    assert (failed / f"{broken}.mp4").read_bytes().startswith(b"this is not a video")
+    assert not list((DATA / "input").glob("CI *"))
 
 
 def test_browser_triggers_lecture_to_pdf_with_a_changed_param(ui, api, stack):
-    # The triggered run queues behind the watch folder's waiting run (README: "Other Params for one video").
-    wait_for("the watch folder's waiting run", lambda: waiting_watch_run(api), 120)
+    # A run triggered by hand claims what input/ holds, waiting up to a minute for a file (README:
+    # "Other Params for one video").
     before = {r["dag_run_id"] for r in api.runs("lecture_to_pdf")}
     ui.open_trigger_form("lecture_to_pdf")
     ui.set_param("keep_byproducts", True)
@@ -221,28 +226,15 @@ def test_browser_triggers_lecture_to_pdf_with_a_changed_param(ui, api, stack):
     stack["state"]["manual_run"] = run_id
 
 
-def test_a_bad_file_is_quarantined_while_the_triggered_run_waits_its_turn(stack, api):
-    """The waiting run takes the next drop, a broken file, and quarantines it; the triggered run still waits."""
+def test_the_triggered_run_takes_the_lecture_dropped_while_it_waits(ui, api, stack, lecture):
     run_id = stack["state"].get("manual_run")
     if not run_id:
-        pytest.skip("the trigger test did not queue a run")
-    broken = unique("CI broken")
-    drop(b"this is not a video, only a few bytes of text\n" * 20, f"{broken}.mp4", stack["uid"])
-    failed = DATA / "failed" / broken
-    wait_for(f"failed/{broken}/error.json", lambda: (failed / "error.json").is_file(), 300)
-    error = json.loads((failed / "error.json").read_text())
-    assert error["stage"] == "extract_audio" and error["reason"], error
-    assert (failed / f"{broken}.mp4").read_bytes().startswith(b"this is not a video")
-    assert not list((DATA / "input").glob("CI *"))
-    assert api.run("lecture_to_pdf", run_id)["state"] in ("queued", "running"), api.runs("lecture_to_pdf")[:3]
+        pytest.skip("the trigger test did not start a run")
 
+    def claiming():
+        return any(t["task_id"] == "claim" and t["state"] == "running" for t in api.tasks("lecture_to_pdf", run_id))
 
-def test_the_triggered_run_takes_the_next_lecture_with_its_param(ui, api, stack, lecture):
-    run_id = stack["state"].get("manual_run")
-    if not run_id:
-        pytest.skip("the trigger test did not queue a run")
-    wait_for(f"run {run_id} running", lambda: api.run("lecture_to_pdf", run_id)["state"] == "running", 600,
-             on_timeout=lambda: str(api.runs("lecture_to_pdf")[:4]))
+    wait_for(f"run {run_id} claiming", claiming, 300, every=1, on_timeout=lambda: str(api.tasks("lecture_to_pdf", run_id)))
     name = unique("CI with params")
     drop(lecture, f"{name}.mp4", stack["uid"])
     state = ui.wait_for_run("lecture_to_pdf", run_id, VIDEO_TIMEOUT)
