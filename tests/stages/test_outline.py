@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,6 +53,43 @@ def test_one_topic_stays_one_section(make_video_dir, capsys):
     found = Outline.load(video / "outline.json")
     assert len(found.sections) == 1 and "no clear change of topic" in found.note
     assert 2 <= len(found.sections[0].points) <= 4
+
+
+def test_a_short_talk_on_three_topics_gets_three_sections(make_video_dir, capsys):
+    """Issue 18: a 75 s talk (topics change at 25 s and 50 s) used to be one section (60 s at least),
+    titled from one topic with points from the others."""
+    texts, changes = topic_lecture(minutes=1.25, topics=3)
+    video = make_video_dir(texts)
+    assert outline.main(["--video-dir", str(video), "--device", "cpu"]) == 0
+    found = Outline.load(video / "outline.json")
+    assert [s.start for s in found.sections] == [0.0, *changes] and found.note is None
+    for section, topic in zip(found.sections, TOPIC_SENTENCES):
+        assert topic_of(section.title) == topic and section.points
+        assert all(topic_of(p) == topic for p in section.points)
+
+
+def test_a_short_talk_on_one_topic_stays_one_section(make_video_dir, capsys):
+    video = make_video_dir(topic_lecture(minutes=1.25, topics=1)[0])
+    assert outline.main(["--video-dir", str(video), "--device", "cpu"]) == 0
+    assert len(Outline.load(video / "outline.json").sections) == 1
+
+
+def test_the_shortest_section_and_the_window_scale_with_the_talk():
+    args = SimpleNamespace(min_section=60.0, window=6, min_depth=0.15)  # the stage's defaults
+    assert outline.scaled(600, 120, args) == (60.0, 6, pytest.approx(0.15))  # a lecture: the options as given
+    assert outline.scaled(75, 15, args) == (18.75, 2, pytest.approx(0.45))  # a quarter of the talk, 2 a side
+    assert outline.scaled(20, 4, args)[0] == outline.SHORTEST_SECTION
+
+
+def test_title_and_points_come_from_one_topic_even_in_a_mixed_section():
+    """A section that still mixes two topics (a boundary missed) never pairs a title from one with points
+    from the other: the points are drawn from the sentences nearest the title."""
+    from konspekt.embeddings import embed, extractive_model
+
+    texts = TOPIC_SENTENCES["heart"][:4] + TOPIC_SENTENCES["volcanoes"][:8]
+    emb = embed(texts, extractive_model(outline.EXTRACTIVE_MODEL), "cpu", batch_size=64)
+    picked = outline.title_and_points(texts, emb, 4)
+    assert len(picked) >= 3 and len({topic_of(texts[i]) for i in picked}) == 1, [texts[i] for i in picked]
 
 
 def test_empty_transcript_is_bad_input(make_video_dir, capsys):

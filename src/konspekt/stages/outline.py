@@ -4,7 +4,8 @@ TextTiling over sentence embeddings: every sentence is embedded (MiniLM, shipped
 PyPI, so it works offline), the gap between two sentences is scored by the cosine of
 the mean embeddings of the ``--window`` sentences on either side, and a topic changes
 where that similarity falls into a deep valley. The deepest valleys become section
-starts, as long as no section gets shorter than ``--min-section`` seconds. Each
+starts, as long as no section gets shorter than ``--min-section`` seconds, or a quarter
+of a short talk (see :func:`scaled`: a 75 s talk on three topics gets three sections). Each
 section's title is its most central sentence; its key points are the next most
 central ones that say something new (see :func:`konspekt.embeddings.pick_central`).
 """
@@ -22,6 +23,18 @@ from konspekt.embeddings import embed, extractive_model, pick_central
 from konspekt.layout import VideoDir, write_json
 from konspekt.sentences import Sentence, timed_sentences
 from konspekt.stage import main_for
+
+SHORTEST_SECTION = 15.0  # seconds: a shorter "section" is a sentence or two, not a topic
+SHORTEST_WINDOW = 2  # sentences on either side of a gap: fewer and one odd sentence reads as a new topic
+
+
+def scaled(duration: float, sentences: int, args: argparse.Namespace) -> tuple[float, int, float]:
+    """(min_section, window, min_depth) for a talk this long. A short talk's topics last less than a
+    minute, and ``--window`` sentences either side of a gap would reach across two of them; a smaller
+    window averages fewer sentences, so its valleys run deeper by chance, and must be deeper to count."""
+    window = min(args.window, max(SHORTEST_WINDOW, sentences // 6))
+    return (min(args.min_section, max(SHORTEST_SECTION, duration / 4)), window,
+            args.min_depth * args.window / window)
 
 
 def gap_similarity(emb: np.ndarray, window: int) -> np.ndarray:
@@ -82,19 +95,33 @@ def boundaries(sents: list[Sentence], depth: np.ndarray, min_section: float, max
 
 
 def build_outline(sents: list[Sentence], emb: np.ndarray, args: argparse.Namespace) -> list[Section]:
-    depth = depth_scores(gap_similarity(emb, args.window)) if len(sents) > 1 else np.zeros(0)
-    starts = boundaries(sents, depth, args.min_section, args.max_sections, args.min_depth)
+    min_section, window, min_depth = scaled(sents[-1].end - sents[0].start, len(sents), args)
+    depth = depth_scores(gap_similarity(emb, window)) if len(sents) > 1 else np.zeros(0)
+    starts = boundaries(sents, depth, min_section, args.max_sections, min_depth)
     sections = []
     for a, b in zip([0, *starts], [*starts, len(sents)]):
         texts = [s.text for s in sents[a:b]]
         # a title plus 2-4 points: about one point per ten sentences
-        picked = pick_central(texts, emb[a:b], 1 + min(4, max(2, (b - a) // 10)))
+        picked = title_and_points(texts, emb[a:b], 1 + min(4, max(2, (b - a) // 10)))
         title, points = (texts[picked[0]], sorted(picked[1:])) if picked else ("", [])
         sections.append(Section(
             start=round(sents[a].start, 3), end=round(sents[b - 1].end, 3), title=title,
             points=[texts[i] for i in points], depth=round(float(depth[a - 1]), 4) if a else None,
         ))
     return sections
+
+
+def title_and_points(texts: list[str], emb: np.ndarray, count: int) -> list[int]:
+    """A section's title, then its points (``count`` in all), central and varied as :func:`pick_central`
+    picks them, but only among the sentences nearest the section's most central one: a section that
+    still mixes two topics (a boundary too subtle to find) never gets a title from one and points from
+    the other."""
+    first = pick_central(texts, emb, 1)
+    if not first or len(texts) < 4:
+        return pick_central(texts, emb, count)
+    likeness = emb @ emb[first[0]]
+    near = [i for i in range(len(texts)) if likeness[i] >= np.median(likeness)]
+    return [near[i] for i in pick_central([texts[i] for i in near], emb[near], count)]
 
 
 def run(video: VideoDir, args: argparse.Namespace):
@@ -105,7 +132,8 @@ def run(video: VideoDir, args: argparse.Namespace):
     emb = embed([s.text for s in sents], extractive_model(args.model), pick_device(args.device), batch_size=64)
     sections = build_outline(sents, emb, args)
     note = None
-    if len(sections) == 1 and sents[-1].end - sents[0].start >= 2 * args.min_section:
+    duration = sents[-1].end - sents[0].start
+    if len(sections) == 1 and duration >= 2 * scaled(duration, len(sents), args)[0]:
         note = "no clear change of topic was found, so the outline has one section"
     outline = Outline(method="texttiling", model=args.model, sections=sections, language=transcript.language,
                       note=note)
