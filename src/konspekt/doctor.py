@@ -38,15 +38,16 @@ from pathlib import Path
 
 from konspekt import finetuned, registry
 from konspekt.contracts import log, parse_bool
-from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS
+from konspekt.deployment import CONTAINER_CACHE, CONTAINER_DATA, DEFAULTS, default
 from konspekt.docker_api import DockerAPI, DockerError
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
 
 def env(name: str, environ: Mapping[str, str] | None = None) -> str:
-    value = (os.environ if environ is None else environ).get(f"KONSPEKT_{name}")
-    return DEFAULTS[name] if value in (None, "") else value
+    environ = os.environ if environ is None else environ
+    value = environ.get(f"KONSPEKT_{name}")
+    return default(name, environ.get("KONSPEKT_RUNNER") or DEFAULTS["RUNNER"]) if value in (None, "") else value
 
 
 def yes(variable: str, value: str) -> bool:

@@ -191,3 +191,21 @@ def test_a_run_with_no_eligible_model_stops_before_any_file_is_touched(tmp_path)
     assert "none of the 1 fine-tuned models" in output and "run-worse: WER 0.600" in output, output[-3000:]
     assert "state=failed" in output
     assert (data / "input" / "talk.mp4").is_file() and not (data / "processing").exists()
+
+
+def test_the_whisper_model_param_defaults_by_runner_and_refuses_english_only_on_another_language(
+        monkeypatch, tmp_path):
+    """Local runner: the packaged multilingual base (no download, issue 18); docker: small. An English-only
+    model with another language is refused before any file is claimed."""
+    assert load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="local").dags[
+        "lecture_to_pdf"].params["whisper_model"] == "base"
+    assert load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker").dags[
+        "lecture_to_pdf"].params["whisper_model"] == "small"
+    from konspekt_dags.params import BadParam, check_lecture_params
+    from konspekt_dags.settings import settings
+
+    params = {"whisper_model": "small.en", "summary_model": settings.summary_model, "language": "ru"}
+    with pytest.raises(BadParam, match="'small.en' is English-only: it cannot transcribe language='ru'"):
+        check_lecture_params(params)
+    check_lecture_params({**params, "language": "en"})
+    check_lecture_params({**params, "language": "auto"})  # the stage listens first and warns (asr.english_only)

