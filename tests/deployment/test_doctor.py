@@ -166,10 +166,13 @@ def test_the_doctor_and_the_dag_settings_share_one_source(monkeypatch):
 
     settings = module.Settings()
     assert (module.CONTAINER_DATA, module.CONTAINER_CACHE) == (doctor.CONTAINER_DATA, doctor.CONTAINER_CACHE)
-    for key, default in deployment.DEFAULTS.items():  # the settings fall back to the shared defaults
-        assert str(getattr(settings, key.lower())).lower() == default.lower(), key
+    for key in deployment.DEFAULTS:  # the settings fall back to the shared defaults, for the local runner
+        assert str(getattr(settings, key.lower())).lower() == deployment.default(key, "local").lower(), key
+    assert settings.whisper_model == deployment.LOCAL_DEFAULTS["WHISPER_MODEL"]  # the packaged base
     config, as_json = doctor.parse_args([], environ={"KONSPEKT_RUNNER": "docker", "KONSPEKT_GPU": "yes"})
     assert config.runner == "docker" and config.gpu is True and as_json is False
+    assert config.whisper_model == deployment.DEFAULTS["WHISPER_MODEL"]  # docker: small, from the cache
+    assert doctor.parse_args([], environ={})[0].whisper_model == settings.whisper_model  # both say local
     for stage, family in registry.images().items():  # the doctor looks for the images the tasks start
         assert config.image(family) == settings.image_for(stage), stage
     assert {config.image(f) for f in registry.families()} == ALL_IMAGES
