@@ -16,7 +16,7 @@ help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
 	@echo "make demo VIDEO=path/to/lecture.mp4    the same on your own video (LANGUAGE=ru to set its language)"
 	@echo "make demo-train  speak a small jargon dataset into data/train/demo, fine-tune Whisper on it (train_asr, local), print WER and paths"
-	@echo "make demo-train BASE_MODEL=openai/whisper-small DATASET=demo2   another base model (default whisper-tiny) or dataset name"
+	@echo "make demo-train BASE_MODEL=openai/whisper-small DATASET=demo2   another base model (default: the packaged Whisper base) or dataset name"
 	@echo "make test        the test suite (offline; what CI runs)"
 	@echo "make lint        ruff (lint, import order) and mypy on src/ and dags/ (CI runs it too)"
 	@echo "make airflow-ui  Airflow standalone on http://127.0.0.1:8080 with the local runner"

@@ -20,10 +20,15 @@ read_data → make_batches → train → evaluate → export → register_model
   audio is reported in the log and skipped; the run fails only when more than
   `max_bad_fraction` of the rows are bad), extracts audio from videos, and splits the
   rows into train/validation by a hash of the file name (the same split on every rerun).
+  An optional `split` column decides instead: `train`, `validation` (say, speakers held
+  out) or `control` (general speech, never trained on, scored before and after).
 * **make_batches** computes log-mel features and token labels into shards, cached in
   `data/train_cache/` and reused by any later run on the same data and base model.
 * **train** fine-tunes `base_model` (AdamW, warm-up, gradient accumulation; bf16/fp16 on a
   GPU). A checkpoint every `ckpt_every` steps: a retry resumes where the crash left off.
+  `freeze_encoder` trains the decoder only (the words: jargon, names): several times
+  faster, and enough for a CPU. A CTranslate2 (faster-whisper) `base_model` folder is
+  converted to transformers once, into `data/train_cache/base_models/`.
 * **evaluate** measures the word error rate on the validation clips before and after.
 * **export** writes `data/models/<run>/ct2`, a CTranslate2 model: give that path to the
   `lecture_to_pdf` DAG's `whisper_model` Param (in docker mode: `/data/models/<run>/ct2`).
@@ -68,7 +73,8 @@ MODEL = ("--base-model", "{{ params.base_model }}", "--language", "{{ params.lan
         "dataset": Param(settings.train_dataset, type="string", minLength=1,
                          description="folder name under data/train/ (metadata.csv + clips)"),
         "base_model": Param(settings.train_base_model, type="string",
-                            description="transformers Whisper: a hub id already in the cache, or a local folder"),
+                            description="Whisper: a transformers hub id already in the cache, or a local folder "
+                                        "(transformers or CTranslate2)"),
         "language": Param(settings.train_language, type="string", description="the dataset's language (ISO code)"),
         "epochs": Param(settings.train_epochs, type="number", minimum=0),
         "max_steps": Param(settings.train_max_steps, type="integer", minimum=0,
@@ -85,6 +91,8 @@ MODEL = ("--base-model", "{{ params.base_model }}", "--language", "{{ params.lan
                             description="steps between validation losses (0: at the end only)"),
         "ckpt_every": Param(settings.train_ckpt_every, type="integer", minimum=1,
                             description="steps between checkpoints (a retry resumes from the last)"),
+        "freeze_encoder": Param(settings.train_freeze_encoder, type="boolean",
+                                description="train the decoder only: faster, fits a CPU; the audio side stays as is"),
         "val_fraction": Param(settings.train_val_fraction, type="number", minimum=0, maximum=0.5),
         "max_bad_fraction": Param(settings.train_max_bad_fraction, type="number", minimum=0, maximum=1),
     },
@@ -101,7 +109,8 @@ def train_asr():
                            "--warmup-steps", "{{ params.warmup_steps }}",
                            "--batch-size", "{{ params.batch_size }}", "--grad-accum", "{{ params.grad_accum }}",
                            "--device", "{{ params.device }}", "--log-every", "{{ params.log_every }}",
-                           "--eval-every", "{{ params.eval_every }}", "--ckpt-every", "{{ params.ckpt_every }}"),
+                           "--eval-every", "{{ params.eval_every }}", "--ckpt-every", "{{ params.ckpt_every }}",
+                           "--freeze-encoder", "{{ params.freeze_encoder }}"),
         "training.evaluate": (*MODEL, "--device", "{{ params.device }}"),
         "training.export": (*MODEL, "--dataset", "{{ params.dataset }}"),
     }

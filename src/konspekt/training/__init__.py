@@ -10,6 +10,7 @@ exit 1 a crash. Everything a run writes lives under the data root::
     train/<dataset>/                  the user's dataset (read only): audio/video + metadata.csv
     train_runs/<run id>/              data/, checkpoints/, model/ (the trained HF model), stages/
     train_cache/shards/<key>/         log-mel + label shards, keyed by their inputs (reused across runs)
+    train_cache/base_models/<key>/    a CTranslate2 base model converted to transformers (konspekt.training.from_ct2)
     logs/<run id>/                    train.log, metrics.csv, loss.png (what the user reads)
     models/<run id>/{hf,ct2}/         the exported model; ct2/ is what lecture_to_pdf's whisper_model takes
 """
@@ -60,8 +61,17 @@ class TrainLog:
             writer.writerows(rows)
 
 
+def base_model(run: RunDir, name_or_path: str) -> str:
+    """``--base-model`` as a transformers folder or hub id; a CTranslate2 folder is converted once
+    (:mod:`konspekt.training.from_ct2`) into the data root's training cache, which every step can write."""
+    from konspekt.training.from_ct2 import transformers_base
+
+    return transformers_base(name_or_path, run.data_root / "train_cache" / "base_models")
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-model", required=True,
-                        help="Whisper in transformers format: a hub id (from the cache) or a local folder")
+                        help="Whisper: a transformers hub id (from the cache) or folder, or a CTranslate2 "
+                             "(faster-whisper) folder, converted once into <data root>/train_cache/base_models/")
     parser.add_argument("--language", default="en",
                         help="the dataset's language (multilingual base models only; .en models ignore it)")

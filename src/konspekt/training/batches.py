@@ -18,13 +18,12 @@ from pathlib import Path
 
 from konspekt.contracts import BadInput
 from konspekt.layout import RunDir, read_json, write_json
-from konspekt.models import resolve
 from konspekt.stage import main_for
-from konspekt.training import TrainLog, add_model_args
+from konspekt.training import TrainLog, add_model_args, base_model
 from konspekt.training.whisper import N_FRAMES, Processor, load_processor, log_mel, read_wav
 
 FORMAT = 1  # bump when the shard layout changes, so old caches are not reused
-SPLITS = ("train", "validation")
+SPLITS = ("train", "validation", "control")  # control: general speech, scored by evaluate, never trained on
 MAX_LABEL_TOKENS = 448  # Whisper's decoder positions
 
 
@@ -70,9 +69,10 @@ def write_shards(run: RunDir, processor: Processor, manifests: dict[str, list[di
 
 def run(run: RunDir, args: argparse.Namespace) -> dict:
     log = TrainLog(run)
-    processor = load_processor(resolve(args.base_model), args.language)
+    processor = load_processor(base_model(run, args.base_model), args.language)
     # sorted: the same clips make the same shards whatever the order of metadata.csv
-    manifests = {s: sorted(read_json(run.manifest(s)), key=lambda e: e["id"]) for s in SPLITS}
+    manifests = {s: sorted(read_json(run.manifest(s)) if run.manifest(s).is_file() else [], key=lambda e: e["id"])
+                 for s in SPLITS}
     key = shard_key(processor, manifests, args.shard_size)
     out = run.shard_cache / key
     reused = (out / "index.json").is_file()  # written last: its presence means the shards are complete

@@ -3,6 +3,8 @@
 Both models decode the same shard features greedily from faster-whisper's prompt, so the
 numbers compare the weights and nothing else. A sample of training clips is scored after
 training too: on a tiny dataset it tells "learned nothing" from "does not generalise yet".
+The ``control`` split (general speech the dataset marks as never trained on, see read_data)
+is scored before and after as well: what the fine-tune cost outside its domain.
 """
 
 from __future__ import annotations
@@ -11,20 +13,23 @@ import argparse
 
 from konspekt.devices import pick_device
 from konspekt.layout import RunDir, write_json
-from konspekt.models import resolve
 from konspekt.sample import normalise_words, word_error_rate
 from konspekt.stage import main_for
-from konspekt.training import TrainLog, add_model_args
-from konspekt.training.train import ShardData
+from konspekt.training import TrainLog, add_model_args, base_model
+from konspekt.training.train import EncodedClips, ShardData
 from konspekt.training.whisper import greedy_decode, load_model, load_processor
 
 
 def transcribe_split(model_dir: str, data: ShardData, processor, device: str, batch_size: int,
-                     limit: int, max_new_tokens: int) -> list[tuple[str, str]]:
-    """(reference, hypothesis) for the first ``limit`` examples of ``data``."""
+                     limit: int, max_new_tokens: int, encoded: EncodedClips | None = None,
+                     split: str = "") -> list[tuple[str, str]]:
+    """(reference, hypothesis) for the first ``limit`` examples of ``data``. ``encoded``: encoder outputs
+    to reuse (and keep), for models whose encoder is the same (trained with it frozen)."""
     import torch
 
     model = load_model(model_dir, device).eval()
+    if encoded is not None:
+        encoded.encoder = model.model.encoder
     pairs: list[tuple[str, str]] = []
     for shard_i in range(len(data.files)):
         shard = data.shard(shard_i)
@@ -36,7 +41,8 @@ def transcribe_split(model_dir: str, data: ShardData, processor, device: str, ba
             # a hypothesis twice the reference's length already scores WER >= 1: stop there
             budget = min(max_new_tokens, 2 * max(len(shard["labels"][r]) for r in rows) + 8)
             with torch.autocast(device, dtype=torch.float16, enabled=device == "cuda"):
-                ids = greedy_decode(model, x.to(device), processor.prefix, processor.eot, budget)
+                hidden = encoded([(split, shard_i, r) for r in rows], x.to(device)) if encoded else None
+                ids = greedy_decode(model, x.to(device), processor.prefix, processor.eot, budget, hidden)
             hyps = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
             pairs += [(shard["texts"][r], h.strip()) for r, h in zip(rows, hyps)]
     return pairs
@@ -54,17 +60,23 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
     shards = run.result("batches")
     shard_dir = run.data_root / shards["dir"]
     device = pick_device(args.device, strict=True)
-    base = resolve(args.base_model)
+    base = base_model(run, args.base_model)
     processor = load_processor(str(run.model), args.language)
     steps = run.result("train")["steps"]
     plan = [("validation", "before", base), ("validation", "after", str(run.model))]
+    if shards["splits"].get("control", {}).get("examples"):
+        plan += [("control", "before", base), ("control", "after", str(run.model))]
     if args.train_examples:
         plan.append(("train", "after", str(run.model)))
+    # Trained with the encoder frozen, both models have the base's encoder: on a CPU, where it is most of
+    # the time, its output is computed once a clip (a GPU runs it fast, and its memory is better spent)
+    shared = EncodedClips(None) if run.result("train").get("freeze_encoder") and device == "cpu" else None
     report: dict = {}
     for split, when, model_dir in plan:
         data = ShardData(shard_dir, shards["splits"][split])
-        limit = args.max_examples if split == "validation" else args.train_examples
-        pairs = transcribe_split(model_dir, data, processor, device, args.batch_size, limit, args.max_new_tokens)
+        limit = args.train_examples if split == "train" else args.max_examples
+        pairs = transcribe_split(model_dir, data, processor, device, args.batch_size, limit, args.max_new_tokens,
+                                 shared, split)
         if not pairs:
             log.line(f"eval {when}: no {split} examples")
             continue
@@ -79,6 +91,7 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
         return report.get(split, {}).get(when, {}).get("wer")
 
     return {"wer_before": wer_of("validation", "before"), "wer_after": wer_of("validation", "after"),
+            "control_wer_before": wer_of("control", "before"), "control_wer_after": wer_of("control", "after"),
             "train_wer_after": wer_of("train", "after"), "report": str(run.logs / "eval.json")}
 
 
@@ -86,7 +99,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-examples", type=int, default=500, help="validation clips scored at most")
+    parser.add_argument("--max-examples", type=int, default=500, help="validation (and control) clips scored at most")
     parser.add_argument("--train-examples", type=int, default=16, help="training clips scored after training")
     parser.add_argument("--max-new-tokens", type=int, default=200)
 

@@ -63,6 +63,8 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
         "base_model": args.base_model, "dataset": args.dataset or _dataset_of(run), "run": run.name,
         "steps": run.result("train")["steps"],
         "wer_before": evaluation.get("wer_before"), "wer_after": evaluation.get("wer_after"),
+        "control_wer_before": evaluation.get("control_wer_before"),
+        "control_wer_after": evaluation.get("control_wer_after"),
         "quantization": args.quantization, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(tmp / "ct2" / MARKER, marker)

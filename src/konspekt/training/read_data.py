@@ -2,6 +2,10 @@
 
 The dataset is Hugging Face's *audiofolder* layout: audio or video files plus a
 ``metadata.csv`` with the columns ``file_name,text`` (file names relative to the CSV).
+An optional ``split`` column puts a row in ``train``, ``validation`` (say, speakers held out to
+see whether what was learned carries over to new voices) or ``control``: general speech that is
+never trained on, scored before and after to show what the fine-tune costs elsewhere.
+Rows without a value are split by a hash of their file name.
 Every usable row is decoded to a 16 kHz mono WAV in the run folder with the inference
 pipeline's own probe and extract (videos included). A bad row (missing file, empty text,
 unreadable or over-long audio) is reported and skipped; only when more than
@@ -25,6 +29,9 @@ from konspekt.stage import main_for
 from konspekt.training import TrainLog
 
 METADATA = "metadata.csv"
+SPLIT_COLUMN = "split"
+SPLITS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+          "dev": "validation", "test": "validation", "control": "control", "general": "control"}
 
 
 @dataclass
@@ -68,6 +75,8 @@ def check_row(dataset: Path, audio_dir: Path, row: dict[str, str], text_column: 
         return "file_name points outside the dataset folder"
     if not text:
         return "text is empty"
+    if row.get(SPLIT_COLUMN, "").strip().lower() not in ("", *SPLITS):
+        return f"split is {row[SPLIT_COLUMN].strip()!r}; use train, validation or control (or leave it empty)"
     def too_long(seconds: float | None) -> str | None:
         if seconds and seconds > max_seconds:
             return f"{seconds:.1f} s long; Whisper trains on clips up to {max_seconds:.0f} s (split it)"
@@ -87,17 +96,22 @@ def check_row(dataset: Path, audio_dir: Path, row: dict[str, str], text_column: 
     return Example(name, target.relative_to(audio_dir.parents[1]).as_posix(), text, round(seconds, 3), digest)
 
 
-def split(examples: list[Example], val_fraction: float) -> tuple[list[Example], list[Example]]:
-    """By a hash of each file name: stable across reruns, row order, and rows added later."""
+def split(examples: list[Example], val_fraction: float,
+          chosen: dict[str, str] | None = None) -> dict[str, list[Example]]:
+    """train / validation / control: as the ``split`` column says (``chosen``: id -> split), the other
+    rows by a hash of each file name: stable across reruns, row order, and rows added later."""
+    chosen = chosen or {}
+
     def position(e: Example) -> float:
         return int(hashlib.sha256(e.id.encode()).hexdigest()[:12], 16) / 16**12
 
-    ranked = sorted(examples, key=position)
+    ranked = sorted((e for e in examples if e.id not in chosen), key=position)
     n_val = sum(position(e) < val_fraction for e in ranked)
-    if val_fraction > 0 and len(ranked) >= 2:
+    if val_fraction > 0 and len(ranked) >= 2 and "validation" not in chosen.values():
         n_val = min(max(n_val, 1), len(ranked) - 1)  # a tiny dataset still gets one clip of each
-    val_ids = {e.id for e in ranked[:n_val]}
-    return [e for e in examples if e.id not in val_ids], [e for e in examples if e.id in val_ids]
+    where = {**{e.id: "validation" for e in ranked[:n_val]}, **chosen}
+    return {name: [e for e in examples if where.get(e.id, "train") == name]
+            for name in ("train", "validation", "control")}
 
 
 def run(run: RunDir, args: argparse.Namespace) -> dict:
@@ -126,15 +140,20 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
         reasons = "; ".join(f"row {b.row}: {b.reason}" for b in bad[:3])
         raise BadInput(f"{len(bad)} of {len(rows)} rows of {dataset.name}/{METADATA} are unusable "
                        f"(allowed: {args.max_bad_fraction:.0%}), e.g. {reasons}")
-    train, validation = split(examples, args.val_fraction)
-    for name, part in (("train", train), ("validation", validation)):
+    chosen = {row["file_name"].strip(): SPLITS[value] for row in rows  # a bad value made a bad row
+              if (value := row.get(SPLIT_COLUMN, "").strip().lower()) in SPLITS}
+    parts = split(examples, args.val_fraction, {e.id: chosen[e.id] for e in examples if e.id in chosen})
+    if not parts["train"]:
+        raise BadInput(f"no row of {dataset.name}/{METADATA} is left for training (see its split column)")
+    for name, part in parts.items():
         write_json(run.manifest(name), [asdict(e) for e in part])
     hours = sum(e.seconds for e in examples) / 3600
     report = {"dataset": str(dataset), "rows": len(rows), "usable": len(examples), "hours": round(hours, 4),
-              "train": len(train), "validation": len(validation), "bad_rows": [asdict(b) for b in bad]}
+              **{name: len(part) for name, part in parts.items()}, "bad_rows": [asdict(b) for b in bad]}
     write_json(run.data / "report.json", report)
+    control = f" / {len(parts['control'])} control" if parts["control"] else ""
     log.line(f"read_data: {len(examples)} usable ({hours * 60:.1f} min of audio), {len(bad)} skipped; "
-             f"split {len(train)} train / {len(validation)} validation")
+             f"split {len(parts['train'])} train / {len(parts['validation'])} validation{control}")
     return report
 
 

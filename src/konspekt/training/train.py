@@ -6,6 +6,11 @@ optimizer, scheduler, scaler, RNG, step) is written every ``--ckpt-every`` steps
 (an Airflow retry after a crash) resumes from the latest one instead of starting over.
 The micro-batch order is a pure function of the seed and the step, so a resumed run
 sees exactly the batches the uninterrupted one would have.
+
+``--freeze-encoder`` trains the decoder only (the text side: vocabulary, names, spelling). The
+encoder is then a fixed function of the audio, so its output is computed once per clip and kept
+(:class:`EncodedClips`): it is most of a step's cost, since it always reads a 30 s window, and a
+few dozen steps of a pretrained ``base`` then fit on a CPU.
 """
 
 from __future__ import annotations
@@ -19,9 +24,8 @@ from pathlib import Path
 
 from konspekt.devices import pick_device
 from konspekt.layout import RunDir, atomic_path
-from konspekt.models import resolve
-from konspekt.stage import main_for
-from konspekt.training import TrainLog, add_model_args
+from konspekt.stage import main_for, yes_no
+from konspekt.training import TrainLog, add_model_args, base_model
 from konspekt.training.whisper import collate, load_model, load_processor
 
 
@@ -60,10 +64,10 @@ class ShardData:
         return collate([sh["features"][r] for sh, r in rows], [sh["labels"][r] for sh, r in rows])
 
     def batches(self, batch_size: int):
-        """The split in order (for validation)."""
+        """The split in order (for validation): (items, features, labels)."""
         items = [(s, r) for s, n in enumerate(self.sizes) for r in range(n)]
         for i in range(0, len(items), batch_size):
-            yield self.batch(items[i:i + batch_size])
+            yield (items[i:i + batch_size], *self.batch(items[i:i + batch_size]))
 
 
 class MicroBatches:
@@ -74,12 +78,58 @@ class MicroBatches:
         self.per_epoch = math.ceil(len(data) / batch_size)
         self._order: tuple[int, list] | None = None
 
-    def __getitem__(self, m: int):
+    def items(self, m: int) -> list[tuple[int, int]]:
+        """The (shard, row) pairs of micro-batch ``m``."""
         epoch, k = divmod(m, self.per_epoch)
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, self.data.order(self.seed + epoch))
-        items = self._order[1][k * self.batch_size:(k + 1) * self.batch_size]
+        return self._order[1][k * self.batch_size:(k + 1) * self.batch_size]
+
+    def __getitem__(self, m: int):
+        items = self.items(m)
         return (*self.data.batch(items), len(items))
+
+
+ENCODER_CACHE_BYTES = 2 << 30  # base: 3 MB a clip (1500 x 512 float32), so ~680 clips; the rest are recomputed
+
+
+class EncodedClips:
+    """A frozen encoder's output for each clip, computed on first use and kept (up to a memory limit).
+
+    Exact, not an approximation: frozen and in eval mode (no dropout), the encoder is a fixed
+    function of the clip's features, so every later epoch would compute the same numbers again."""
+
+    def __init__(self, encoder, limit_bytes: int = ENCODER_CACHE_BYTES) -> None:
+        self.encoder, self.limit, self.used = encoder, limit_bytes, 0
+        self.kept: dict = {}
+
+    def __call__(self, keys: list, features):
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        todo = [i for i, key in enumerate(keys) if key not in self.kept]
+        fresh = {}
+        if todo:
+            with torch.no_grad():
+                hidden = self.encoder(features[todo]).last_hidden_state
+            for i, h in zip(todo, hidden):
+                fresh[keys[i]] = h
+                if self.used + h.nbytes <= self.limit:
+                    self.kept[keys[i]] = h.clone()  # a copy: a view would keep the whole batch alive
+                    self.used += h.nbytes
+        hidden = torch.stack([self.kept[k] if k in self.kept else fresh[k] for k in keys])
+        return BaseModelOutput(last_hidden_state=hidden)
+
+
+def freeze_encoder(model) -> None:
+    for p in model.model.encoder.parameters():
+        p.requires_grad_(False)
+
+
+def train_mode(model, frozen_encoder: bool) -> None:
+    model.train()
+    if frozen_encoder:
+        model.model.encoder.eval()  # its dropout off: the same output for a clip every time (EncodedClips)
 
 
 def pick_precision(precision: str, device: str) -> str:
@@ -143,16 +193,18 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def validation_loss(model, data: ShardData, batch_size: int, device: str, autocast) -> float:
+def validation_loss(model, data: ShardData, batch_size: int, device: str, autocast, encoded=None) -> float:
+    """Mean loss on ``data``; ``encoded`` (an :class:`EncodedClips`): reuse the frozen encoder's outputs."""
     import torch
 
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad(), autocast():
-        for x, y in data.batches(batch_size):
-            total += model(input_features=x.to(device), labels=y.to(device)).loss.item() * len(x)
+        for items, x, y in data.batches(batch_size):
+            inputs = ({"encoder_outputs": encoded([("validation", i) for i in items], x.to(device))} if encoded
+                      else {"input_features": x.to(device)})
+            total += model(**inputs, labels=y.to(device)).loss.item() * len(x)
             n += len(x)
-    model.train()
     return total / max(n, 1)
 
 
@@ -198,12 +250,16 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:  # noqa: C901 - one trai
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    base = resolve(args.base_model)
+    base = base_model(run, args.base_model)
     torch.manual_seed(args.seed)
     model = load_model(base, device)
     model.config.use_cache = False  # no KV cache while training
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    if args.freeze_encoder:
+        freeze_encoder(model)
+    train_mode(model, args.freeze_encoder)
+    encoded = EncodedClips(model.model.encoder) if args.freeze_encoder else None
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(args.warmup_steps, total))
     scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
@@ -224,8 +280,11 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:  # noqa: C901 - one trai
         log.drop_metrics_after(step)
         log.line(f"train: resuming from checkpoint {checkpoint.name} (step {step} of {total})")
     else:
-        log.line(f"train: {base} on {device} ({precision}), {len(train_data)} train / {len(val_data)} validation "
-                 f"examples, batch {args.batch_size} x {args.grad_accum} accumulation, {total} steps "
+        what = (f"decoder only ({sum(p.numel() for p in trainable) / 1e6:.1f}M of "
+                f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; encoder frozen)"
+                if args.freeze_encoder else "all parameters")
+        log.line(f"train: {base} on {device} ({precision}), {what}, {len(train_data)} train / {len(val_data)} "
+                 f"validation examples, batch {args.batch_size} x {args.grad_accum} accumulation, {total} steps "
                  f"({total / steps_per_epoch:.1f} epochs), lr {args.learning_rate:g}, warm-up {args.warmup_steps}")
     resumed_from = step
 
@@ -234,14 +293,17 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:  # noqa: C901 - one trai
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for k in range(args.grad_accum):  # the optimizer step consumes micro-batches [step*accum, (step+1)*accum)
-            x, y, n = stream[step * args.grad_accum + k]
+            m = step * args.grad_accum + k
+            x, y, n = stream[m]
             with autocast():
-                loss = model(input_features=x.to(device), labels=y.to(device)).loss
+                inputs = ({"encoder_outputs": encoded([("train", i) for i in stream.items(m)], x.to(device))}
+                          if encoded else {"input_features": x.to(device)})
+                loss = model(**inputs, labels=y.to(device)).loss
             scaler.scale(loss / args.grad_accum).backward()
             step_loss += loss.item() / args.grad_accum
             window_samples += n
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -259,7 +321,8 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:  # noqa: C901 - one trai
                        samples_per_s=round(speed, 3))
             window_loss, window_n, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
         if len(val_data) and ((args.eval_every and step % args.eval_every == 0) or step == total):
-            val = validation_loss(model, val_data, args.batch_size, device, autocast)
+            val = validation_loss(model, val_data, args.batch_size, device, autocast, encoded)
+            train_mode(model, args.freeze_encoder)
             log.line(f"eval step {step} epoch {epoch:.2f} validation loss {val:.4f}")
             log.metric("val_loss", step=step, epoch=round(epoch, 4), loss=round(val, 5))
             window_start = time.perf_counter()  # evaluation time is not training throughput
@@ -283,6 +346,7 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:  # noqa: C901 - one trai
     log.line(f"train: done, {total} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; model in {run.model}, "
              f"loss curve in {png}")
     return {"steps": total, "resumed_from": resumed_from, "device": device, "precision": precision,
+            "freeze_encoder": args.freeze_encoder,
             "first_loss": losses[0], "last_loss": losses[-1], "model": str(run.model.relative_to(run.path)),
             "loss_png": str(png)}
 
@@ -304,6 +368,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=0, help="steps between validation losses (0: at the end)")
     parser.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoints")
     parser.add_argument("--keep-checkpoints", type=int, default=2)
+    parser.add_argument("--freeze-encoder", nargs="?", const=True, default=False, type=yes_no, metavar="BOOL",
+                        help="train the decoder only (vocabulary, names, spelling): several times faster, and "
+                             "fits a CPU; the acoustic side stays as the base model had it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch; 0: its default")
 

@@ -27,6 +27,7 @@ class Processor:
     feature_extractor: Any  # WhisperFeatureExtractor
     multilingual: bool
     language: str | None
+    vocab_size: int = 0  # the model's output rows (config.vocab_size); 0: unknown
 
     @property
     def prefix(self) -> list[int]:
@@ -39,8 +40,15 @@ class Processor:
 
     @property
     def has_timestamps(self) -> bool:
-        """Whether the vocabulary has ``<|0.00|>``...: without them faster-whisper needs without_timestamps."""
-        return "<|0.00|>" in self.tokenizer.get_vocab()
+        """Whether the model can write ``<|0.00|>``...: without them faster-whisper needs without_timestamps.
+
+        By the model's rows, not the tokenizer: OpenAI's ``tokenizer.json`` (the one faster-whisper
+        models ship) stops at ``<|notimestamps|>``, and the 1501 timestamp tokens follow it in the
+        model's vocabulary only (CTranslate2's converter and faster-whisper count them by id)."""
+        vocab = self.tokenizer.get_vocab()
+        if "<|0.00|>" in vocab:
+            return True
+        return self.vocab_size > vocab.get("<|notimestamps|>", self.vocab_size) + 1
 
     def labels(self, text: str) -> list[int]:
         """Decoder targets: the prompt without sot, the text (with Whisper's leading space), eot."""
@@ -56,12 +64,13 @@ def load_processor(model_dir: str, language: str | None = "en") -> Processor:
     # v5 exports WhisperTokenizerFast lazily (an alias of WhisperTokenizer); its stubs omit it
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperTokenizerFast  # type: ignore[attr-defined]
 
-    multilingual = WhisperConfig.from_pretrained(model_dir).vocab_size >= MULTILINGUAL_VOCAB
+    vocab_size = WhisperConfig.from_pretrained(model_dir).vocab_size
+    multilingual = vocab_size >= MULTILINGUAL_VOCAB
     tokenizer = WhisperTokenizerFast.from_pretrained(model_dir)
     language = language if multilingual and language not in (None, "", "auto") else None
     tokenizer.set_prefix_tokens(language=language, task="transcribe" if multilingual else None,
                                 predict_timestamps=False)
-    return Processor(tokenizer, WhisperFeatureExtractor.from_pretrained(model_dir), multilingual, language)
+    return Processor(tokenizer, WhisperFeatureExtractor.from_pretrained(model_dir), multilingual, language, vocab_size)
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -100,8 +109,10 @@ def load_model(model_dir: str, device: str):
     return WhisperForConditionalGeneration.from_pretrained(model_dir).to(device)  # type: ignore[arg-type]
 
 
-def greedy_decode(model, features, prefix: list[int], eot: int, max_new_tokens: int = 128) -> list[list[int]]:
+def greedy_decode(model, features, prefix: list[int], eot: int, max_new_tokens: int = 128,
+                  encoded=None) -> list[list[int]]:
     """Greedy decoding from faster-whisper's prompt; the text tokens of each item, eot excluded.
+    ``encoded``: the encoder's output for ``features``, when the caller has it already.
 
     Plain greedy with the KV cache instead of ``generate()``, whose Whisper-specific options
     (language, timestamps, forced ids) vary between base models and transformers versions.
@@ -110,7 +121,8 @@ def greedy_decode(model, features, prefix: list[int], eot: int, max_new_tokens: 
     from transformers.modeling_outputs import BaseModelOutput
 
     with torch.no_grad():
-        encoded = BaseModelOutput(last_hidden_state=model.model.encoder(features).last_hidden_state)
+        if encoded is None:
+            encoded = BaseModelOutput(last_hidden_state=model.model.encoder(features).last_hidden_state)
         tokens = torch.tensor([prefix] * features.shape[0], device=features.device)
         done = torch.zeros(features.shape[0], dtype=torch.bool, device=features.device)
         out, step_input, past = [], tokens, None
