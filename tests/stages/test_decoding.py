@@ -125,7 +125,7 @@ def test_empty_values_mean_the_defaults(tmp_path):
     args = parser.parse_args(["--video-dir", str(tmp_path), "--vad-onset", "", "--max-line-width", "",
                               "--initial-prompt", "", "--min-speakers", "0"])
     assert args.vad_onset is None and args.max_line_width is None and args.min_speakers is None
-    assert args.vad_filter is True and args.task == "transcribe" and args.language_warn_below == 0.5
+    assert args.vad_filter is True and args.task == "transcribe" and args.language_warn_below == 0.8
 
 
 def test_cue_style_defaults_keep_the_writers_as_they_were():

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from konspekt import packaged
-from konspekt.asr.audio import SAMPLE_RATE, load_audio
 from konspekt.asr.backend import resolve_whisper
 from konspekt.contracts import log
 
 ENGLISH_BELOW = 0.5  # P(English) under which the lecture is taken for another language
+LISTEN_SECONDS = 300.0  # of audio read for the detection
 
 
 @dataclass
@@ -57,7 +57,10 @@ def detect(model_dir: Path, audio_path: Path, device: str) -> tuple[str, float]:
     """The language base hears in the first 30 s of speech, and its probability of English."""
     from faster_whisper import WhisperModel
 
+    from konspekt.asr.faster_whisper import read_window
+
     model = WhisperModel(str(model_dir), device=device, compute_type="int8" if device == "cpu" else "float16")
-    audio = load_audio(audio_path)[: 10 * 60 * SAMPLE_RATE]  # VAD finds the speech in the first minutes
-    language, _, probabilities = model.detect_language(audio, vad_filter=True)
+    # only the first minutes are read (a 6-hour lecture would be 1.4 GB of samples); VAD finds speech in them
+    language, _, probabilities = model.detect_language(read_window(audio_path, 0, LISTEN_SECONDS), vad_filter=True)
+    del model  # freed before the transcribing model loads
     return language, dict(probabilities).get("en", 0.0)
