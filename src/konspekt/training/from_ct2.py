@@ -222,7 +222,7 @@ def ct2_to_transformers(ct2_dir: str | Path, out_dir: str | Path) -> Path:
         WhisperTokenizerFast,
     )
 
-    from konspekt.training.whisper import MULTILINGUAL_VOCAB
+    from konspekt.packaged import MULTILINGUAL_VOCAB
 
     ct2_dir, out = Path(ct2_dir), Path(out_dir)
     spec, revision, variables = read_model_bin(ct2_dir / "model.bin")

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from konspekt.packaged import MULTILINGUAL_VOCAB  # .en vocabularies are smaller: Whisper's own test
+
 N_FRAMES = 3000  # Whisper's 30 s window, in 10 ms mel frames
-MULTILINGUAL_VOCAB = 51865  # Whisper's own test: .en vocabularies are smaller
 
 
 @dataclass
