@@ -145,6 +145,8 @@ def lecture_to_pdf():
         notify.send(outcome, notify.elapsed_seconds(claimed), urls=settings.notify_urls,
                     events=settings.notify_on, context=context)
         name = printable(outcome.name)
+        if outcome.status != "held":  # the UI lists this task as "<file name> → output/<folder>/"
+            context["video"] = f"{context['video']} → {outcome.destination}/"  # type: ignore[typeddict-unknown-key]
         if outcome.status == "held":
             raise AirflowFailException(f"{name}: {outcome.stage} failed: {outcome.reason}. {outcome.hint}")
         if outcome.status != "ok":

@@ -68,7 +68,10 @@ def test_the_ui_lists_each_video_by_its_file_name_and_shows_progress(dag_run):
         by_task.setdefault(task_id, set()).add(label)
     names = {"Лекция 1 — the 'water' cycle $(touch pwned).mp4", "no sound.mp4"}
     assert by_task["process.extract_audio"] == names, labels
-    assert by_task["process.finalize"] == names, labels
+    # finalize's label also says where the video went: the output folder, or failed/ for a bad file
+    assert by_task["process.finalize"] == {"Лекция 1 — the 'water' cycle $(touch pwned).mp4 → output/"
+                                           "Лекция 1 — the 'water' cycle $(touch pwned)/",
+                                           "no sound.mp4 → failed/no sound/"}, labels
     assert "Лекция 1 — the 'water' cycle $(touch pwned).mp4" in by_task["process.render_pdf"], labels
     log = proc.stdout + proc.stderr
     assert "transcribed 100% of" in log, log[-3000:]
