@@ -21,6 +21,7 @@ from konspekt.models import inference_options
 from konspekt.progress import Progress
 
 TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # Whisper's fallback: hotter until the text stops looping
+CHUNK_SECONDS = 30  # VAD chunks at most this long for the batched decoder (bench/chunks.py compares)
 
 
 def load_model(opts: Options):
@@ -100,7 +101,8 @@ def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     if batched:
         if not opts.vad_filter:
             options["clip_timestamps"] = fixed_windows(len(audio) / SAMPLE_RATE)
-        segments_iter, info = BatchedInferencePipeline(model).transcribe(audio, batch_size=opts.batch_size, **options)
+        segments_iter, info = BatchedInferencePipeline(model).transcribe(audio, batch_size=opts.batch_size,
+                                                                         chunk_length=CHUNK_SECONDS, **options)
     else:
         segments_iter, info = model.transcribe(audio, **options)
     del audio  # the pipeline keeps what it still needs
