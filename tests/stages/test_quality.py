@@ -20,7 +20,7 @@ from konspekt.asr import faster_whisper as fw_backend
 from konspekt.asr import quality
 from konspekt.contracts import Segment, Summary, Word
 from konspekt.layout import write_json
-from konspekt.sample import SCRIPT, speak, word_error_rate
+from konspekt.sample import SCRIPT, lecture_text, speak, word_error_rate
 from konspekt.stages import extract_audio, render_pdf, transcribe
 
 LOOP = "the the the the the the the the the the the the"
@@ -98,6 +98,42 @@ def test_review_marks_what_stays_degenerate():
     assert out[0].degenerate == "no_speech" and "only noise" in warnings[0]
 
 
+
+def spoken(i: int, start: float, end: float, words: int) -> Segment:
+    """A segment of ``words`` words of plain speech (no loop), different for each ``start``."""
+    text = lecture_text(10).split()
+    first = int(start * 3)
+    return seg(i, start, end, " ".join(text[first:first + words]))
+
+
+def test_sparse_finds_the_chunk_that_lost_its_words():
+    lecture = [spoken(0, 0, 29, 70), spoken(1, 29.5, 58, 72), spoken(2, 58.5, 87, 17), spoken(3, 87.5, 100, 30)]
+    assert quality.sparse(lecture) == [False, False, True, False]  # 17 words in 28.5 s against ~2.4 a second
+    slow_but_short = [spoken(0, 0, 29, 70), spoken(1, 30, 36, 2), spoken(2, 37, 60, 55)]
+    assert quality.sparse(slow_but_short) == [False, False, False]  # under SPARSE_SECONDS: a pause, not a loss
+    assert quality.sparse([spoken(0, 0, 29, 3)]) == [False]  # nothing to compare it with
+
+
+def test_review_takes_the_longer_reading_of_a_sparse_chunk():
+    lecture = [spoken(0, 0, 29, 70), spoken(1, 29.5, 58, 17), spoken(2, 58.5, 87, 72)]
+    calls = []
+
+    def again(start, end):
+        calls.append((start, end))
+        return [spoken(0, start, 40, 40), spoken(1, 40, end, 28)]
+
+    out, warnings = quality.review(lecture, "en", again)
+    assert calls == [(29.5, 58)] and warnings == []
+    assert [len(s.text.split()) for s in out] == [70, 40, 28, 72] and [s.id for s in out] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("second", ["nothing", "19 words", "loop"])
+def test_review_keeps_a_sparse_chunk_unless_the_second_reading_says_clearly_more(second):
+    lecture = [spoken(0, 0, 29, 70), spoken(1, 29.5, 58, 17), spoken(2, 58.5, 87, 72)]
+    answer = {"19 words": [spoken(0, 29.5, 58, 19)], "loop": [seg(0, 29.5, 58, LOOP + " " + LOOP)]}.get(second, [])
+    out, warnings = quality.review(lecture, "en", lambda a, b: answer)
+    assert out == lecture and warnings == []  # real text is never marked as unclear for being short
+
 # -- the stage, for real -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -163,6 +199,28 @@ def test_a_window_that_stays_degenerate_is_marked_and_reported(lecture_dir, tiny
     assert data["warnings"] == t.warnings
     assert [p["unclear"] for p in data["transcript"] if p["unclear"]] == ["the recogniser looped"]
 
+
+
+def test_a_chunk_the_decoder_cut_short_is_decoded_again(lecture_dir, tiny_en_model, tmp_path, monkeypatch, capsys):
+    """The batched decoder sometimes stops early in a chunk (seen: 17 words for 29 s of speech); the stage
+    hears that chunk again and gets its words back."""
+    from faster_whisper import BatchedInferencePipeline
+
+    real = BatchedInferencePipeline.transcribe
+
+    def stops_early(self, audio, **kwargs):
+        segments, info = real(self, audio, **kwargs)
+        segments = list(segments)
+        assert len(segments) >= 2 and segments[0].end - segments[0].start >= quality.SPARSE_SECONDS
+        cut = " ".join(segments[0].text.split()[:4])
+        return iter([dataclasses.replace(segments[0], text=cut), *segments[1:]]), info
+
+    monkeypatch.setattr(BatchedInferencePipeline, "transcribe", stops_early)
+    video_dir = copy_of(lecture_dir, tmp_path)
+    assert transcribe.main(["--video-dir", str(video_dir), "--model", tiny_en_model]) == 0
+    assert "far fewer words than the rest of the lecture; decoding it again" in capsys.readouterr().err
+    t = check_transcript(video_dir / "transcript.json")
+    assert word_error_rate(SCRIPT, t.text) <= 0.2 and t.warnings == []
 
 def rendered(video_dir: Path) -> str:
     """render_pdf on the transcript, with a summary written by hand; the PDF's text, layout kept."""

@@ -4,7 +4,9 @@ Whisper fails in recognisable ways: on noise, music or a voice it cannot place i
 (the same words again and again, which also makes the text compress unusually well), or
 it writes in the script of another language (Latin letters for a Russian lecture). The
 batched decoder has no temperature fallback to catch this, so :func:`review` decodes such a
-window again, and marks what is still not speech instead of publishing it.
+window again, and marks what is still not speech instead of publishing it. It also decodes again a
+chunk with far fewer words a second than the rest of the lecture (the batched decoder sometimes stops
+early and drops most of a chunk), keeping the second text only when it says clearly more.
 
 Pure functions over text; the second decoding is the caller's (a function passed in).
 """
@@ -12,6 +14,7 @@ Pure functions over text; the second decoding is the caller's (a function passed
 from __future__ import annotations
 
 import re
+import statistics
 import unicodedata
 import zlib
 from collections.abc import Callable
@@ -25,12 +28,15 @@ MIN_SCRIPT_LETTERS = 4  # too few letters to tell a script ("OK", "3D")
 MIN_SCRIPT_SHARE = 0.2  # a Russian sentence with a few English terms is still mostly Cyrillic
 NO_SPEECH_PROB, LOW_LOGPROB = 0.6, -1.0  # Whisper's own rule for a window that is silence, not words
 GAP = 1.0  # seconds: degenerate segments closer than this are decoded again as one window
+# A chunk this long with under this share of the lecture's median words per second lost its words.
+SPARSE_SECONDS, SPARSE_SHARE = 8.0, 0.35
 
 REASONS = {
     "repetition": "the same words over and over",
     "compression_ratio": "highly repetitive text",
     "wrong_script": "text in a script that does not match the language",
     "no_speech": "probably no speech, only noise",
+    "too_few_words": "far fewer words than the rest of the lecture",  # decoded again, never marked
 }
 
 _LATIN = ("LATIN",)
@@ -117,6 +123,26 @@ def is_degenerate(text: str, language: str | None, no_speech_prob: float | None 
 DecodeAgain = Callable[[float, float], "list[Segment]"]  # (start, end) seconds -> segments in lecture time
 
 
+def sparse(segments: list[Segment]) -> list[bool]:
+    """Which segments hold far fewer words per second than the lecture's median (:data:`SPARSE_SHARE`),
+    among those at least :data:`SPARSE_SECONDS` long: where the decoder likely stopped before the speech did."""
+    def seconds(s: Segment) -> float:
+        return s.end - s.start
+
+    rates = [len(_words(s.text)) / seconds(s) for s in segments if seconds(s) >= 3 and s.text.strip()]
+    if len(rates) < 2:
+        return [False] * len(segments)
+    typical = statistics.median(rates)
+    return [seconds(s) >= SPARSE_SECONDS and len(_words(s.text)) < SPARSE_SHARE * typical * seconds(s)
+            for s in segments]
+
+
+def says_more(first: list[Segment], second: list[Segment]) -> bool:
+    """The second decoding has clearly more words than the first (half as many again, and five at least)."""
+    before, after = (sum(len(_words(s.text)) for s in part) for part in (first, second))
+    return after >= max(1.5 * before, before + 5)
+
+
 def mark(seg: Segment, reason: str) -> Segment:
     """The segment as not speech: no text or words for later stages, the decoder's words kept aside."""
     return replace(seg, text="", words=[], degenerate=reason, unclear_text=seg.text.strip() or seg.unclear_text)
@@ -143,20 +169,25 @@ def _clock(seconds: float) -> str:
 def review(segments: list[Segment], language: str | None,
            decode_again: DecodeAgain) -> tuple[list[Segment], list[str]]:
     """Segments whose text is degenerate are decoded again (``decode_again``) window by window; what the
-    second decoding still gets wrong is :func:`mark`-ed. Returns the segments, renumbered, and a warning
+    second decoding still gets wrong is :func:`mark`-ed. A :func:`sparse` segment is decoded again too, and
+    replaced only where the second text :func:`says_more`. Returns the segments, renumbered, and a warning
     per window that stayed unclear."""
     reasons = [is_degenerate(s.text, language, s.no_speech_prob, s.avg_logprob) for s in segments]
+    few = [short and r is None for short, r in zip(sparse(segments), reasons)]  # plausible text, too little of it
     out: list[Segment] = []
     warnings: list[str] = []
     done = 0
-    for a, b in windows([r is not None for r in reasons], segments):
+    for a, b in sorted(windows([r is not None for r in reasons], segments) + windows(few, segments)):
         out += segments[done:a]
         done = b
         start, end = segments[a].start, segments[b - 1].end
-        log(f"{_clock(start)}–{_clock(end)}: {REASONS[reasons[a] or 'repetition']}; "
-            "decoding it again, sequentially with temperature fallback")
+        why = "too_few_words" if few[a] else reasons[a] or "repetition"
+        log(f"{_clock(start)}–{_clock(end)}: {REASONS[why]}; decoding it again, sequentially with temperature fallback")
         again = [s for s in decode_again(start, end) if s.text.strip()]
         retold = [(s, is_degenerate(s.text, language, s.no_speech_prob, s.avg_logprob)) for s in again]
+        if few[a]:  # real text, only short: the longer reading wins
+            out += again if not any(r for _, r in retold) and says_more(segments[a:b], again) else segments[a:b]
+            continue
         if again and not any(r for _, r in retold):
             out += again
             continue
