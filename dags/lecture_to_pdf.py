@@ -134,7 +134,7 @@ def lecture_to_pdf():
         from konspekt_dags import notify
 
         context = get_current_context()
-        context["video"] = video_label(video_dir)  # type: ignore[typeddict-unknown-key]
+        label = context["video"] = video_label(video_dir)  # type: ignore[typeddict-unknown-key]
         keep = bool(context["params"]["keep_byproducts"])
         local = settings.to_local(video_dir)
         claimed = notify.claimed_at(local)  # read before finalize moves the claim's record
@@ -146,7 +146,7 @@ def lecture_to_pdf():
                     events=settings.notify_on, context=context)
         name = printable(outcome.name)
         if outcome.status != "held":  # the UI lists this task as "<file name> → output/<folder>/"
-            context["video"] = f"{context['video']} → {outcome.destination}/"  # type: ignore[typeddict-unknown-key]
+            context["video"] = f"{label} → {outcome.destination}/"  # type: ignore[typeddict-unknown-key]
         if outcome.status == "held":
             raise AirflowFailException(f"{name}: {outcome.stage} failed: {outcome.reason}. {outcome.hint}")
         if outcome.status != "ok":

@@ -6,8 +6,14 @@ which has no torch. Both are imported only here, when asked.
 
 from __future__ import annotations
 
+import os
+
+NVIDIA_DRIVER = ("/dev/nvidiactl", "/proc/driver/nvidia/version")  # what a machine or container with a GPU shows
+
 
 def cuda_available(probe: str = "torch") -> bool:
+    if not any(os.path.exists(p) for p in NVIDIA_DRIVER):
+        return False  # no driver, no CUDA: asking torch would cost seconds of imports to learn the same
     if probe == "ctranslate2":
         try:
             import ctranslate2

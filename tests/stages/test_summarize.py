@@ -92,7 +92,7 @@ def test_extractive_keeps_transcript_sentences_in_order(make_video_dir, capsys):
     result = last_json(capsys)
     assert code == 0 and result["status"] == "ok"
     assert result["details"]["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"  # English: MiniLM
-    assert result["details"]["embedding_backend"] == "sentence-transformers"
+    assert result["details"]["embedding_backend"] == "numpy"  # on the CPU: no torch imported
     summary = Summary.load(video / "summary.json")
     assert summary.method == "extractive" and summary.model == "sentence-transformers/all-MiniLM-L6-v2"
     original = split_sentences(" ".join(segments))
@@ -218,3 +218,34 @@ def test_a_talk_shorter_than_a_summary_is_its_own_summary(tiny_bart_dir, make_vi
     assert summary.text == "Hello, students." and summary.method == "extractive"
     assert "only 2 words long, too short to summarise" in summary.note
     assert result["details"]["whole_transcript"] is True
+
+
+def test_numpy_minilm_matches_sentence_transformers():
+    """konspekt.numpy_bert runs the packaged MiniLM without torch; its embeddings are sentence-transformers'."""
+    from sentence_transformers import SentenceTransformer
+
+    from konspekt import numpy_bert
+    from konspekt.models import packaged_minilm
+
+    folder = packaged_minilm()
+    assert numpy_bert.supports(folder) and not numpy_bert.supports(folder + "/1_Pooling")
+    texts = ["Water evaporates from the oceans.", "ok", "", "Лекция о круговороте воды.",
+             " ".join(lecture(80)), *lecture(40, seed=3)]  # one far past the 256 tokens MiniLM reads
+    ours = numpy_bert.Encoder.load(folder).encode(texts, batch_size=7)
+    theirs = SentenceTransformer(folder, device="cpu").encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert ours.shape == theirs.shape == (len(texts), 384)
+    assert float((ours * theirs).sum(axis=1).min()) > 0.9999
+
+
+def test_summarize_and_outline_on_the_cpu_import_no_torch(make_video_dir):
+    """The fixed cost of both stages: importing torch and sentence-transformers took 3-5 s of each."""
+    import subprocess
+    import sys
+
+    video = make_video_dir(lecture(40, seed=2))
+    for stage in ("summarize", "outline"):
+        code = (f"import sys; from konspekt.stages import {stage}; "
+                f"code = {stage}.main(['--video-dir', {str(video)!r}, '--device', 'cpu']); "
+                "print('torch', 'torch' in sys.modules, 'code', code)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.split()[-4:] == ["torch", "False", "code", "0"], out.stdout + out.stderr

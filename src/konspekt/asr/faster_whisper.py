@@ -21,7 +21,7 @@ from konspekt.models import inference_options
 from konspekt.progress import Progress
 
 TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # Whisper's fallback: hotter until the text stops looping
-CHUNK_SECONDS = 29  # VAD chunks at most this long for the batched decoder: see bench/chunks.py
+CHUNK_SECONDS = 29  # batched VAD chunks: a full 30 s window loses its last words (bench/results/2026-12-03.md)
 
 
 def load_model(opts: Options):

@@ -132,7 +132,7 @@ def run(video: VideoDir, args: argparse.Namespace):
         raise BadInput("no speech was recognised, so there is nothing to outline")
     embedder = choose(transcript.language, transcript.text, args.model, args.multilingual_model)
     device = pick_device(args.device)
-    log(f"outline: sentence embeddings by {embedder.model} ({embedder.backend}) on {device}")
+    log(f"outline: sentence embeddings by {embedder.model} ({embedder.backend(device)}) on {device}")
     emb = embedder.embed([s.text for s in sents], device, batch_size=64)
     sections = build_outline(sents, emb, args)
     notes = [embedder.note] if embedder.note else []
@@ -147,7 +147,7 @@ def run(video: VideoDir, args: argparse.Namespace):
     log(f"outline: {len(sections)} section(s) from {len(sents)} sentences, starting at "
         + ", ".join(f"{s.start:.0f} s" for s in sections))
     return [video.outline_json], {"model": embedder.model, "sections": len(sections), "sentences": len(sents),
-                                  "starts": [s.start for s in sections], "device": device, **embedder.facts()}
+                                  "starts": [s.start for s in sections], "device": device, **embedder.facts(device)}
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:

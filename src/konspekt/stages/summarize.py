@@ -162,7 +162,7 @@ def extractive(text: str, embedder: Embedder, device: str, count: int) -> Result
     keep = min(count, max(1, math.ceil(len(sentences) / 3)))  # a short talk gets a short summary
     if len(sentences) <= keep:
         return Result(" ".join(sentences))
-    log(f"extractive: sentence embeddings by {embedder.model} ({embedder.backend}) on {device}")
+    log(f"extractive: sentence embeddings by {embedder.model} ({embedder.backend(device)}) on {device}")
     top = sorted(pick_central(sentences, embedder.embed(sentences, device), keep))  # in the order they were said
     log(f"extractive: kept {len(top)} of {len(sentences)} sentences")
     return Result(" ".join(sentences[i] for i in top))
@@ -216,7 +216,7 @@ def run(video: VideoDir, args: argparse.Namespace):
         if embedder.note:
             log(embedder.note)
             note = f"{note}; {embedder.note}" if note else embedder.note
-        model_name, embedding = embedder.model, embedder.facts()
+        model_name, embedding = embedder.model, embedder.facts(device)
         result = extractive(text, embedder, device, args.sentences)
     assert model_name is not None  # abstractive: auto found it on disk, or --model named it
 
