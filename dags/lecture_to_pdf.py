@@ -8,8 +8,8 @@ whatever `input/` holds (waiting up to a minute for a file still being copied). 
 
 ```
 extract_audio → transcribe → summarize ┐
-                           → features  ├→ render_pdf → finalize
-                           → outline   ┘
+              │            → outline   ├→ render_pdf → finalize
+              → features ──────────────┘   (the voice, measured beside transcription)
 ```
 
 Results land in `output/<video name>/`: `report.{pdf,json}`, `transcript.{txt,srt,vtt,tsv,json}`,

@@ -147,6 +147,8 @@ class VideoDir(WorkDir):
     summary_json = property(lambda self: self.path / "summary.json")
     features_csv = property(lambda self: self.path / "features.csv")
     features_json = property(lambda self: self.path / "features.json")
+    voice_npz = property(lambda self: self.path / "voice.npz")  # the features stage's frames, for render_pdf
+    voice_json = property(lambda self: self.path / "voice.json")
     outline_json = property(lambda self: self.path / "outline.json")
     report_pdf = property(lambda self: self.path / "report.pdf")
     report_json = property(lambda self: self.path / "report.json")

@@ -50,10 +50,12 @@ LECTURE = (
     Stage("extract_audio", "audio", writes=("audio.wav",)),
     Stage("transcribe", "asr", after=("extract_audio",), gpu=True,
           writes=("transcript.json", "transcript.txt", "transcript.srt", "transcript.vtt", "transcript.tsv")),
+    # the voice needs only the audio, so it is measured beside transcription; render_pdf aligns it to the words
+    Stage("features", "features", after=("extract_audio",), writes=("voice.npz", "voice.json")),
     Stage("summarize", "summarize", after=("transcribe",), gpu=True, writes=("summary.json",)),
-    Stage("features", "features", after=("transcribe",), writes=("features.csv", "features.json")),
     Stage("outline", "summarize", after=("transcribe",), writes=("outline.json",)),  # sentence-transformers
-    Stage("render_pdf", "report", after=("summarize", "features", "outline"), writes=("report.pdf", "report.json")),
+    Stage("render_pdf", "report", after=("summarize", "features", "outline"),
+          writes=("features.csv", "features.json", "report.pdf", "report.json")),
 )
 
 # The train_asr DAG's steps, in run order: each works on one training run's folder (--run-dir).
@@ -65,7 +67,7 @@ TRAINING = (
     Stage("training.export", "train", after=("training.evaluate",)),
 )
 
-BYPRODUCTS = frozenset({"audio.wav"})  # published only when a run asks to keep them
+BYPRODUCTS = frozenset({"audio.wav", "voice.npz", "voice.json"})  # published only when a run asks to keep them
 
 
 def all_stages() -> tuple[Stage, ...]:

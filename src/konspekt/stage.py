@@ -198,14 +198,15 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def main_for(name: str, description: str, configure: Callable[[argparse.ArgumentParser], None], fn: StepFn, *,
+def main_for(name: str, description: str, configure: Callable[[argparse.ArgumentParser], None] | None, fn: StepFn, *,
              reads: Reads | None = None, packages: Sequence[str] = ()):
     """Build the ``main(argv)`` of the registry's stage ``name``; see :func:`run_step` for ``reads``/``packages``."""
 
     def main(argv: Sequence[str] | None = None) -> int:
         stage = registry.get(name)
         parser = make_parser(stage, description, make_like=reads is not None)
-        configure(parser)
+        if configure:  # the stage's own options; None: only the common ones
+            configure(parser)
         return run_step(stage, parser, fn, argv, reads=reads, packages=packages)
 
     return main

@@ -45,8 +45,8 @@ def test_no_import_errors_and_the_task_graph(monkeypatch, tmp_path):
     down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
     # claim is the first task (it checks the Params before it takes a file), and each stage maps over its videos
     assert dag.get_task("claim").upstream_task_ids == set() and {"process.extract_audio"} < down["claim"]
-    assert down["process.extract_audio"] == {"process.transcribe"}
-    assert down["process.transcribe"] == {"process.summarize", "process.features", "process.outline"}
+    assert down["process.extract_audio"] == {"process.transcribe", "process.features"}  # the voice beside the words
+    assert down["process.transcribe"] == {"process.summarize", "process.outline"}
     assert down["process.summarize"] == down["process.features"] == down["process.outline"] == {"process.render_pdf"}
     assert down["process.render_pdf"] == {"process.finalize"}
     assert dag.get_task("process.finalize").trigger_rule == "all_done"

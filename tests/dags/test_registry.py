@@ -38,7 +38,9 @@ def test_a_new_stage_is_wired_into_the_dag(monkeypatch, tmp_path, with_slides):
     # the stages that were there keep their wiring
     assert dag.get_task("process.render_pdf").downstream_task_ids == {"process.finalize"}
     assert dag.get_task("process.transcribe").downstream_task_ids == {
-        "process.summarize", "process.features", "process.outline", "process.slides"}
+        "process.summarize", "process.outline", "process.slides"}
+    # the voice is measured beside transcription: features waits for the audio only
+    assert dag.get_task("process.features").upstream_task_ids == {"claim", "process.extract_audio"}
 
 
 def claimed(root, name):
@@ -100,4 +102,4 @@ def test_every_declared_stage_is_a_module_with_the_runner_contract():
         module = importlib.import_module(stage.module) if stage.image != "train" else None
         if module is not None:
             assert callable(module.main), stage.name
-    assert registry.families() == ("audio", "asr", "summarize", "features", "report", "train")
+    assert registry.families() == ("audio", "asr", "features", "summarize", "report", "train")

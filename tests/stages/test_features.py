@@ -1,7 +1,9 @@
-"""features stage: real openSMILE on a short espeak-ng recording, synthetic word timings."""
+"""The voice features: the features stage (real openSMILE on a short espeak-ng recording, audio only),
+then render_pdf's alignment of its frames to synthetic word timings (konspekt.prosody)."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -12,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from konspekt import prosody
 from konspekt.contracts import Segment, Transcript, Word
 from konspekt.layout import VideoDir, write_json
 from konspekt.media import wav_duration
-from konspekt.stages import features
+from konspekt.stages import features, render_pdf
 
 pytest.importorskip("opensmile")
 
@@ -68,6 +71,13 @@ def video(tmp_path, speech_wav) -> VideoDir:
     return video
 
 
+def measure(video: VideoDir) -> None:
+    """The features stage, then render_pdf's first step: features.csv and features.json."""
+    assert features.main(["--video-dir", str(video.path)]) == 0
+    options = argparse.Namespace(long_pause=1.0, timeline_step=1.0, rate_window=30.0)
+    assert render_pdf.write_features(video, options) == [video.features_csv, video.features_json]
+
+
 def load_strict(path: Path):
     def no_constants(name):
         raise ValueError(f"{name} in {path.name}")
@@ -75,7 +85,7 @@ def load_strict(path: Path):
 
 
 def test_features_from_speech(video, capsys):
-    assert features.main(["--video-dir", str(video.path)]) == 0
+    measure(video)
     assert re.search(r"measured 100% of \d+ s audio in \d+ s", capsys.readouterr().err)  # the task log's progress
 
     lines = video.features_csv.read_text(encoding="utf-8").splitlines()
@@ -121,7 +131,18 @@ def test_features_from_speech(video, capsys):
     assert 60 < hist["edges_hz"][0] < hist["edges_hz"][-1] < 500
 
     result = load_strict(video.result_path("features"))
-    assert result["outputs"] == ["features.csv", "features.json"] and result["details"]["segments"] == 3
+    assert result["outputs"] == ["voice.npz", "voice.json"] and result["details"]["frames"] > 100
+
+
+def test_the_stage_needs_only_the_audio(video):
+    """It runs beside transcription: no transcript yet, and the voice is measured all the same."""
+    video.transcript_json.unlink()
+    assert features.main(["--video-dir", str(video.path)]) == 0
+    frames = prosody.Frames.load(video.voice_npz)
+    assert len(frames.time) > 100 and np.all(np.diff(frames.time) > 0)
+    voice = load_strict(video.voice_json)
+    assert voice["feature_set"] == "eGeMAPSv02" and len(voice["functionals"]) == 88
+    assert not video.features_csv.exists()  # render_pdf writes those, once the words are known
 
 
 def test_one_pass_matches_opensmile_two_passes(speech_wav):
@@ -151,17 +172,19 @@ def test_streamed_in_small_pieces_the_result_is_the_same(speech_wav):
 
 def test_rerun_replaces_files_and_is_byte_identical(video):
     video.features_csv.write_text("stale\nrows\n", encoding="utf-8")  # as an appending tool would leave it
-    assert features.main(["--video-dir", str(video.path)]) == 0
-    first = {p: p.read_bytes() for p in (video.features_csv, video.features_json)}
+    measure(video)
+    outputs = (video.features_csv, video.features_json, video.voice_npz, video.voice_json)
+    first = {p: p.read_bytes() for p in outputs}
     assert not first[video.features_csv].startswith(b"stale") and first[video.features_csv].count(b"\n") == 4
-    assert features.main(["--video-dir", str(video.path)]) == 0
+    assert features.main(["--video-dir", str(video.path), "--force", "true"]) == 0
+    measure(video)
     assert {p: p.read_bytes() for p in first} == first
     assert not [p.name for p in video.path.rglob("*.tmp")]
 
 
 def test_no_segments_still_writes_features(video):
     write_json(video.transcript_json, Transcript("en", None, wav_duration(video.audio), "tiny.en", []))
-    assert features.main(["--video-dir", str(video.path)]) == 0
+    measure(video)
     assert video.features_csv.read_text(encoding="utf-8") == HEADER + "\n"
     data = load_strict(video.features_json)
     assert data["summary"]["words"] == 0 and data["summary"]["pause_ratio"] == 1.0
@@ -175,11 +198,11 @@ def test_missing_audio_is_an_internal_error(video):
 
 
 def test_long_audio_timeline_is_capped():
-    step = features.timeline_step(3 * 3600, 1.0)
-    assert step == 6.0 and 3 * 3600 / step <= features.MAX_TIMELINE_POINTS
-    assert features.timeline_step(600, 1.0) == 1.0
+    step = prosody.timeline_step(3 * 3600, 1.0)
+    assert step == 6.0 and 3 * 3600 / step <= prosody.MAX_TIMELINE_POINTS
+    assert prosody.timeline_step(600, 1.0) == 1.0
 
 
 def test_covered_counts_overlaps_once():
-    assert features.covered([(0, 2), (1, 3), (5, 6)], 0, 10) == pytest.approx(4)
-    assert features.covered([(0, 2), (1, 3)], 1.5, 2.5) == pytest.approx(1)
+    assert prosody.covered([(0, 2), (1, 3), (5, 6)], 0, 10) == pytest.approx(4)
+    assert prosody.covered([(0, 2), (1, 3)], 1.5, 2.5) == pytest.approx(1)

@@ -171,6 +171,33 @@ def test_renders_without_features_and_outline(tmp_path):
     assert data["outline"] is None and data["voice"] is None and data["transcript"][0]["section"] is None
 
 
+def test_the_voice_is_aligned_to_the_words_before_the_notes(tmp_path):
+    """The features stage measured the voice beside transcription (voice.npz, voice.json); render_pdf cuts
+    it by the transcript into features.csv and features.json, and the notes show it."""
+    import numpy as np
+
+    from konspekt.prosody import Frames
+
+    video = make_video_dir(tmp_path, SEGMENTS, features=False, outline=0)
+    duration = 4.0 * len(SEGMENTS)
+    t = np.arange(0.005, duration, 0.01)
+    voiced = np.where((t % 4.0) < 3.0, 12 * np.log2(180 / 27.5), np.nan)  # 180 Hz, a second's pause in four
+    Frames(t, voiced, np.full_like(t, 0.5)).save(video / "voice.npz")
+    write_json(video / "voice.json", {"feature_set": "eGeMAPSv02", "duration": duration, "functionals": {"x": 1.0}})
+    assert render_pdf.main(["--video-dir", str(video)]) == 0
+    rows = (video / "features.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + len(SEGMENTS) and rows[0].startswith("segment,start,end,text_words")
+    features = json.loads((video / "features.json").read_text(encoding="utf-8"))
+    assert features["summary"]["pitch_mean_hz"] == pytest.approx(180, abs=0.5)
+    assert features["summary"]["words"] == sum(len(s.split()) for s in SEGMENTS)
+    assert features["functionals"] == {"x": 1.0} and features["duration"] == duration
+    result = json.loads((video / "stages" / "render_pdf.json").read_text(encoding="utf-8"))
+    assert result["outputs"][:2] == ["features.csv", "features.json"]
+    data = json.loads((video / "report.json").read_text(encoding="utf-8"))
+    assert data["voice"] is not None
+    assert "Voice analytics are not available" not in " ".join(pdf_pages_text(video / "report.pdf"))
+
+
 def test_hour_long_transcript_renders_quickly(tmp_path):
     sentence = "Это длинная лекция о методах оптимизации, и мы продолжаем разбирать пример номер {}."
     video = make_video_dir(tmp_path, [sentence.format(i) for i in range(900)], seg_len=4.0, outline=9)

@@ -1,6 +1,6 @@
 """The report's charts as PNG bytes (matplotlib without pyplot: no global state, no GUI backend).
 
-Both read ``features.json`` as the features stage writes it; matplotlib is imported
+Both read ``features.json`` as render_pdf writes it (:mod:`konspekt.prosody`); matplotlib is imported
 inside the functions, so importing this module costs nothing.
 """
 
