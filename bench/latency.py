@@ -10,6 +10,8 @@
   latency is the time to ``extract_audio``'s start in Airflow's own database. Drops alternate
   between a file *moved in* (an old mtime: ready at once) and one *just written* (it must stay
   unchanged for ``KONSPEKT_STABLE_SECONDS`` first, so a copy still in progress is never taken).
+* **end to end** (``scheduler_e2e``): one lecture at a time through that standalone Airflow, landing
+  to report.pdf, with each task's time split into the stage's own work and the task's start-up.
 * **throughput** (``standalone_throughput``): N copies of a clip dropped at once into the same
   standalone Airflow, processed in parallel as the pools allow: landing to the last report.pdf.
 """
@@ -194,6 +196,48 @@ def standalone_throughput(clip: Path, copies: int, model: str, cache: Path, work
     print(f"  throughput (standalone): {reports}/{copies} PDFs in {wall:.1f} s", flush=True)
     return {"videos": copies, "reports": reports, "wall_s": round(wall, 1),
             "videos_per_min": round(reports / wall * 60, 2)}
+
+
+def _task_rows(db: Path, run_like: str) -> list[tuple]:
+    return _query(db, "select task_id, queued_dttm, start_date, end_date from task_instance "
+                      "where dag_id = 'lecture_to_pdf' and run_id like ? and start_date is not null "
+                      "order by start_date", run_like)
+
+
+def scheduler_e2e(clips: list[tuple[str, Path]], model: str, cache: Path, work: Path) -> list[dict]:
+    """Each clip dropped alone, one after the other, into standalone Airflow (a real scheduler, the
+    LocalExecutor, pools and sensor as configured), as a user runs it: landing (a finished file moved
+    into input/) -> its report.pdf published in output/. Per task of its lecture_to_pdf run: the task's
+    wall time in Airflow, the stage's own seconds (its result), and the rest: the task's start-up
+    (task runner, DAG parse, the stage's interpreter and imports) and teardown."""
+    out = []
+    with standalone(work, model, cache) as (data, db, proc):
+        for name, clip in clips:
+            _wait(lambda: _sensor_waiting(db), 600, "the sensor waiting on input/", proc)
+            time.sleep(2)  # settled: the trigger is polling
+            staged = _stage(clip, data / f".{name}.tmp{clip.suffix}", name)
+            old = time.time() - 3600  # a finished copy: ready at once
+            os.utime(staged, (old, old))
+            landed = time.time()
+            staged.rename(data / "input" / f"{name}{clip.suffix}")
+            pdf = data / "output" / name / "report.pdf"
+            _wait(pdf.is_file, 3600, f"{name}'s report.pdf", proc)
+            wall = time.time() - landed
+            _wait(lambda: (data / "output" / name / "manifest.json").is_file(), 60, f"{name}'s manifest", proc)
+            stages = json.loads((data / "output" / name / "manifest.json").read_text())["stages"]
+            time.sleep(3)  # finalize's end_date lands in the database a moment after the files
+            tasks = []
+            for task_id, queued, start, end in _task_rows(db, f"%__{name}"):
+                stage = task_id.removeprefix("process.")
+                took = (_utc(end) or time.time()) - _utc(start)
+                own = stages.get(stage, {}).get("seconds")
+                tasks.append({"task": task_id, "queued_s": round(_utc(start) - (_utc(queued) or _utc(start)), 2),
+                              "from_landing_s": round(_utc(start) - landed, 2), "task_s": round(took, 2),
+                              "stage_s": own, "startup_s": round(took - own, 2) if own is not None else None})
+            first = next((t["from_landing_s"] for t in tasks if t["task"] == "process.extract_audio"), None)
+            out.append({"name": name, "wall_s": round(wall, 1), "detection_s": first, "tasks": tasks})
+            print(f"  scheduler e2e: {name} {wall:.1f} s (first stage at {first} s)", flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
