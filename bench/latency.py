@@ -227,12 +227,16 @@ def scheduler_e2e(clips: list[tuple[str, Path]], model: str, cache: Path, work: 
             stages = json.loads((data / "output" / name / "manifest.json").read_text())["stages"]
             time.sleep(3)  # finalize's end_date lands in the database a moment after the files
             tasks = []
-            for task_id, queued, start, end in _task_rows(db, f"%__{name}"):
+            rows = _task_rows(db, f"%__{name}")
+            for task_id, queued, start, end in rows:
                 stage = task_id.removeprefix("process.")
                 took = (_utc(end) or time.time()) - _utc(start)
                 own = stages.get(stage, {}).get("seconds")
+                # nothing of this video ran between the last task's end and this start: scheduling and start-up
+                busy_until = max([_utc(e) for _, _, s, e in rows if e and _utc(s) < _utc(start)] or [landed])
                 tasks.append({"task": task_id, "queued_s": round(_utc(start) - (_utc(queued) or _utc(start)), 2),
                               "from_landing_s": round(_utc(start) - landed, 2), "task_s": round(took, 2),
+                              "idle_before_s": round(max(0.0, _utc(start) - busy_until), 2),
                               "stage_s": own, "startup_s": round(took - own, 2) if own is not None else None})
             first = next((t["from_landing_s"] for t in tasks if t["task"] == "process.extract_audio"), None)
             out.append({"name": name, "wall_s": round(wall, 1), "detection_s": first, "tasks": tasks})
