@@ -287,7 +287,8 @@ def table(lectures: list[Lecture], info: dict, args) -> str:
             rows.append(f"| {tag} | ratio konspekt transcribe / peer | {lec.median('konspekt') / peer:.2f}× | | | |")
         if lec.scheduler and lec.ab:
             ratio = lec.scheduler["wall_s"] / peer
-            rows.append(f"| {tag} | **ratio end to end (scheduler) / peer** | {ratio:.2f}× | | | target ≤ 1.0× on 10 min |")
+            rows.append(f"| {tag} | **ratio end to end (scheduler) / peer** | {ratio:.2f}× | | | "
+                        "target ≤ 1.0× on 10 min |")
         if lec.e2e and lec.ab:
             rows.append(f"| {tag} | ratio end to end (`dags test`) / peer | {lec.e2e.wall_s / peer:.2f}× | | | |")
     head = (f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gb']} GB RAM, Python {info['python']}, "
