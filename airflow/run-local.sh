@@ -13,8 +13,10 @@ export PYTHONPATH="$ROOT/dags${PYTHONPATH:+:$PYTHONPATH}"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"   # the UI listens on loopback only
 export KONSPEKT_RUNNER="${KONSPEKT_RUNNER:-local}"
-# Low parallelism: heavy stages share this machine's cores and memory.
-export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-2}"
+# Task slots beyond the pools' (which bound the heavy stages to this machine's cores and memory), so
+# the light tasks (the watcher's start of a run, claim, finalize) never wait behind stages: with 2,
+# a new lecture's claim and a batch's finalize queued for a stage to end.
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-8}"
 # While stages load the cores, SQLite and the API server answer a task slower than Airflow's
 # 5 s default, and a task that times out talking to it fails before it has started.
 export AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="${AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT:-30}"
