@@ -187,15 +187,26 @@ def standalone_throughput(clip: Path, copies: int, model: str, cache: Path, work
         for path in staged:
             old = time.time() - 3600  # finished copies: ready at once
             os.utime(path, (old, old))
-        landed = time.monotonic()
+        landed, cpu = time.monotonic(), busy_cpu_seconds()
         for name, path in zip(names, staged):
             path.rename(data / "input" / f"{name}{clip.suffix}")
         _wait(lambda: all(_finished(data, n) for n in names), 600 + 120 * copies, "every video to finish", proc)
-        wall = time.monotonic() - landed
+        wall, cpu = time.monotonic() - landed, busy_cpu_seconds() - cpu
         reports = sum((data / "output" / n / "report.pdf").is_file() for n in names)
     print(f"  throughput (standalone): {reports}/{copies} PDFs in {wall:.1f} s", flush=True)
-    return {"videos": copies, "reports": reports, "wall_s": round(wall, 1),
-            "videos_per_min": round(reports / wall * 60, 2)}
+    # the machine's cores could at best turn its CPU seconds per video into this many videos a minute
+    bound = len(os.sched_getaffinity(0)) * 60 / (cpu / reports) if reports and cpu > 0 else None
+    return {"videos": copies, "reports": reports, "wall_s": round(wall, 1), "machine_cpu_s": round(cpu, 1),
+            "videos_per_min": round(reports / wall * 60, 2), "cpu_bound_videos_per_min": bound and round(bound, 2)}
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy since boot (/proc/stat: all but idle and iowait): its
+    difference over a run is what the run cost, the scheduler and every task process included, when
+    nothing else runs."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _task_rows(db: Path, run_like: str) -> list[tuple]:
@@ -218,11 +229,11 @@ def scheduler_e2e(clips: list[tuple[str, Path]], model: str, cache: Path, work: 
             staged = _stage(clip, data / f".{name}.tmp{clip.suffix}", name)
             old = time.time() - 3600  # a finished copy: ready at once
             os.utime(staged, (old, old))
-            landed = time.time()
+            landed, cpu = time.time(), busy_cpu_seconds()
             staged.rename(data / "input" / f"{name}{clip.suffix}")
             pdf = data / "output" / name / "report.pdf"
             _wait(pdf.is_file, 3600, f"{name}'s report.pdf", proc)
-            wall = time.time() - landed
+            wall, cpu = time.time() - landed, busy_cpu_seconds() - cpu
             _wait(lambda: (data / "output" / name / "manifest.json").is_file(), 60, f"{name}'s manifest", proc)
             stages = json.loads((data / "output" / name / "manifest.json").read_text())["stages"]
             time.sleep(3)  # finalize's end_date lands in the database a moment after the files
@@ -239,7 +250,8 @@ def scheduler_e2e(clips: list[tuple[str, Path]], model: str, cache: Path, work: 
                               "idle_before_s": round(max(0.0, _utc(start) - busy_until), 2),
                               "stage_s": own, "startup_s": round(took - own, 2) if own is not None else None})
             first = next((t["from_landing_s"] for t in tasks if t["task"] == "process.extract_audio"), None)
-            out.append({"name": name, "wall_s": round(wall, 1), "detection_s": first, "tasks": tasks})
+            out.append({"name": name, "wall_s": round(wall, 1), "machine_cpu_s": round(cpu, 1), "detection_s": first,
+                        "tasks": tasks})
             print(f"  scheduler e2e: {name} {wall:.1f} s (first stage at {first} s)", flush=True)
     return out
 
