@@ -336,7 +336,10 @@ def summary(lectures: list[Lecture], detection: dict | None) -> dict:
         if one and one.throughput_standalone else None,
         "wer_10min": wer(ten, "konspekt"), "wer_peer_10min": wer(ten, "peer"),
         "peak_rss_60min_mb": round(max(r.peak_rss_mb for r in hour.stages)) if hour and hour.stages else None,
-        "detection_median_s": detection["median_s"] if detection else None,
+        # the target is for a finished file (moved in); one just written waits KONSPEKT_STABLE_SECONDS more
+        "detection_median_s": (detection.get("median_by_kind_s") or {}).get("moved in") if detection else None,
+        "detection_just_written_median_s": (detection.get("median_by_kind_s") or {}).get("just written")
+        if detection else None,
     }
 
 
