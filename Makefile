@@ -59,7 +59,7 @@ test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
-	$(PY) -m ruff check src dags
+	$(PY) -m ruff check src dags plugins
 	$(PY) -m mypy
 
 test-fast: install

@@ -81,4 +81,18 @@ phase "compose up"
 KONSPEKT_COMPOSE_E2E=1 KONSPEKT_CI_ARTIFACTS="$ARTIFACTS" HF_HUB_OFFLINE=1 SE_OFFLINE=true \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e/compose ${PYTEST_ARGS:-}
 phase "compose tests"
+
+# 6. The celery profile on the same stack: CeleryExecutor, Redis, two workers with engines of their own
+#    (tests/e2e/compose/test_celery.py kills one mid-transcription). KONSPEKT_CI_CELERY=0 skips it.
+if [ "${KONSPEKT_CI_CELERY:-1}" != 0 ]; then
+  set_env COMPOSE_PROFILES celery
+  set_env AIRFLOW_EXECUTOR CeleryExecutor
+  set_env KONSPEKT_WORKERS 2
+  set_env AIRFLOW_TASK_HEARTBEAT_TIMEOUT 30  # a dead worker's task is retried after 30 s, not 2 min
+  bash airflow/compose.sh up 2>&1 | tee "$ARTIFACTS/up-celery.log"
+  phase "compose up (celery, 2 workers)"
+  KONSPEKT_CELERY_E2E=1 KONSPEKT_CI_ARTIFACTS="$ARTIFACTS" HF_HUB_OFFLINE=1 \
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e/compose/test_celery.py ${PYTEST_ARGS:-}
+  phase "celery tests"
+fi
 echo "[compose-e2e] screenshots and logs: $ARTIFACTS"

@@ -17,6 +17,7 @@
 #   KONSPEKT_TORCH_WHEELS    a folder of local torch wheels to build the torch images from
 #                            (default /opt/wheels when it holds one); .env then gets KONSPEKT_TORCH_INDEX_URL=none
 #   PIP_CERT                 a CA bundle pip must trust in image builds (TLS-inspecting proxies)
+#   KONSPEKT_WORKERS         the celery profile's workers (--scale worker=N; default 1), also read from .env
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -26,7 +27,9 @@ say() { echo "[compose] $*"; }
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
 COMPOSE+=(-f docker-compose.yml)
 for extra in ${KONSPEKT_COMPOSE_FILES:-}; do COMPOSE+=(-f "$extra"); done
-compose() { "${COMPOSE[@]}" "$@"; }
+compose() {  # COMPOSE_PROFILES from the environment, else .env's (each compose version reads it differently)
+  COMPOSE_PROFILES="${COMPOSE_PROFILES:-$(env_value COMPOSE_PROFILES)}" "${COMPOSE[@]}" "$@"
+}
 
 env_value() {  # the value of $1 in .env (the last assignment wins, as for compose)
   sed -n "s/^$1=//p" .env 2>/dev/null | tail -n 1
@@ -55,11 +58,16 @@ local_torch_wheels() {  # link local torch wheels into images/wheels/ (git-ignor
   return $found
 }
 
-wait_healthy() {  # wait_healthy SERVICE SECONDS
-  local id state waited=0
+wait_healthy() {  # wait_healthy SERVICE SECONDS: every container of it (a scaled service has several)
+  local ids state waited=0
   while :; do
-    id=$(compose ps -q "$1" 2>/dev/null || true)
-    state=$( [ -n "$id" ] && docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null || echo missing)
+    ids=$(compose ps -q "$1" 2>/dev/null || true)
+    state=missing
+    if [ -n "$ids" ]; then
+      # shellcheck disable=SC2086  # one id a word
+      state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' $ids 2>/dev/null \
+              | sort -u | paste -sd, || echo missing)
+    fi
     [ "$state" = healthy ] && return 0
     if [ "$waited" -ge "$2" ]; then
       say "$1 is $state after $2 s"; compose logs --tail 60 "$1" >&2 || true; return 1
@@ -68,9 +76,27 @@ wait_healthy() {  # wait_healthy SERVICE SECONDS
   done
 }
 
+celery_profile() {  # whether the celery profile is on (COMPOSE_PROFILES from the environment or .env)
+  case ",${COMPOSE_PROFILES:-$(env_value COMPOSE_PROFILES)}," in *,celery,*) return 0 ;; *) return 1 ;; esac
+}
+
 up() {
   docker info >/dev/null 2>&1 || { say "no Docker daemon answers (${DOCKER_HOST:-the default socket}): start Docker first"; exit 1; }
   [ -f .env ] || write_env
+  local scale=()
+  if celery_profile; then
+    local executor workers
+    executor=${AIRFLOW_EXECUTOR:-$(env_value AIRFLOW_EXECUTOR)}
+    if [ "$executor" != CeleryExecutor ]; then
+      say "the celery profile is on, but AIRFLOW_EXECUTOR is '${executor:-LocalExecutor}': set AIRFLOW_EXECUTOR=CeleryExecutor in .env"
+      exit 1
+    fi
+    workers=${KONSPEKT_WORKERS:-$(env_value KONSPEKT_WORKERS)}
+    workers=${workers:-1}
+    case "$workers" in ''|*[!0-9]*|0) say "KONSPEKT_WORKERS=$workers: a number of workers, 1 or more"; exit 1 ;; esac
+    scale=(--scale "worker=$workers")
+    say "celery profile: $workers worker(s), each with its own Docker engine"
+  fi
   if local_torch_wheels && [ -z "$(env_value KONSPEKT_TORCH_INDEX_URL)" ]; then
     printf '%s\n' "# torch from images/wheels/ (airflow/compose.sh found local wheels there)" \
       "KONSPEKT_TORCH_INDEX_URL=none" >>.env
@@ -98,12 +124,15 @@ up() {
 
   # The rest; compose waits for image-builder and models before it starts the scheduler.
   t=$(date +%s)
-  if ! compose up -d --build; then
+  if ! compose up -d --build "${scale[@]}"; then
     say "the stack did not come up; the one-shot services say why:"
     compose logs --tail 40 airflow-init image-builder models >&2 || true
+    ! celery_profile || compose logs --tail 40 image-publisher worker >&2 || true
     exit 1
   fi
-  for service in airflow-apiserver airflow-scheduler airflow-dag-processor airflow-triggerer; do
+  local services=(airflow-apiserver airflow-scheduler airflow-dag-processor airflow-triggerer)
+  ! celery_profile || services+=(worker)
+  for service in "${services[@]}"; do
     wait_healthy "$service" 300
   done
   say "stack healthy: $(( $(date +%s) - t )) s (total $(( $(date +%s) - START )) s)"
@@ -117,8 +146,8 @@ up() {
 case "${1:-}" in
   up) up ;;
   env) [ -f .env ] || write_env ;;
-  down) compose down --remove-orphans ;;
-  purge) compose down --remove-orphans --volumes ;;
+  down) COMPOSE_PROFILES=celery,gpu,tools compose down --remove-orphans ;;  # every profile's containers
+  purge) COMPOSE_PROFILES=celery,gpu,tools compose down --remove-orphans --volumes ;;
   ps|logs) compose "$@" ;;
   *) echo "usage: $0 up|down|purge|ps|logs" >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ VENV="${VENV:-$ROOT/.venv}"
 export PATH="$VENV/bin:$PATH"
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/airflow/home}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"  # the upload API at /konspekt (plugins/konspekt_api.py)
 # konspekt_dags importable everywhere: the triggerer imports the watch folder's trigger by its path
 export PYTHONPATH="$ROOT/dags${PYTHONPATH:+:$PYTHONPATH}"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
@@ -20,6 +21,11 @@ export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-8}"
 # While stages load the cores, SQLite and the API server answer a task slower than Airflow's
 # 5 s default, and a task that times out talking to it fails before it has started.
 export AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="${AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT:-30}"
+# Airflow settings shared with docker-compose.yml; what the environment sets already wins.
+while IFS='=' read -r key value; do
+  case "$key" in ''|'#'*) continue ;; esac
+  [ -n "${!key+set}" ] || export "$key=$value"
+done <"$ROOT/airflow/airflow.env"
 mkdir -p "$AIRFLOW_HOME"
 if [ ! -f "$AIRFLOW_HOME/airflow.db" ]; then
   airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }

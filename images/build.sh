@@ -36,16 +36,7 @@ case "$(printf %s "${KONSPEKT_GPU:-false}" | tr '[:upper:]' '[:lower:]')" in
   *) gpu= ;;
 esac
 
-if [ "$#" -gt 0 ]; then
-  names="$*"
-else
-  names=
-  for dockerfile in images/*/Dockerfile; do
-    name=$(basename "$(dirname "$dockerfile")")
-    # the Airflow image is compose's own build; base is what the families build FROM (built first)
-    [ "$name" = airflow ] || [ "$name" = base ] || names="$names $name"
-  done
-fi
+names=${*:-$(sh images/families.sh)}  # the families asked for, else every one
 
 for family in $names; do
   case "$family" in */*|airflow) echo "[images] $family is no task image family" >&2; exit 2 ;; esac

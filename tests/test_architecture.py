@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 CONTRACT = {"konspekt", "konspekt.contracts", "konspekt.registry", "konspekt.deployment"}
 RUNNER = {"konspekt.stage"}
-TOOLS = {"konspekt.inbox", "konspekt.doctor", "konspekt.docker_api", "konspekt.warm_cache", "konspekt.cli"}
+TOOLS = {"konspekt.inbox", "konspekt.doctor", "konspekt.docker_api", "konspekt.warm_cache", "konspekt.cli",
+         "konspekt.uploads", "konspekt.callbacks", "konspekt.webapi"}  # the HTTP upload API (issue 21)
 
 
 def floor(module: str) -> int:
@@ -135,3 +136,9 @@ def test_specific_rules_of_issue_16(graph):
     assert not [(m, t) for m in dag_side for t in graph[m] if t.startswith(heavy)]
     ground = [m for m in graph if floor(m) == 0 and m != "konspekt"]
     assert not [(m, graph[m]) for m in ground if graph[m] - {"konspekt"}]  # the contract imports nothing of ours
+
+
+def test_the_tests_have_one_conftest():
+    """Test modules import helpers from tests/conftest.py by name (``from conftest import airflow_env``);
+    a second conftest.py in a subfolder would take that name, and their collection would fail."""
+    assert [p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("conftest.py")] == ["tests/conftest.py"]

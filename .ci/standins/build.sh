@@ -3,7 +3,7 @@
 # container registry (this CI): each built FROM the debootstrap OS image (base.sh) with Debian packages
 # and PyPI only. See .ci/standins/README.md for what each honours.
 #
-#   .ci/standins/build.sh [name ...]      names: postgres dind cli airflow (default: all)
+#   .ci/standins/build.sh [name ...]      names: postgres dind cli airflow redis registry (default: all)
 #
 #   KONSPEKT_STANDINS=auto    (default, for a person) per image: present locally -> used as it is;
 #                             else `timeout 20 docker pull`; a stand-in is built only when that fails
@@ -25,13 +25,15 @@ LOG_DIR="${KONSPEKT_STANDINS_LOG_DIR:-${KONSPEKT_CI_CACHE:-/var/cache/konspekt-c
 mkdir -p "$LOG_DIR" 2>/dev/null || { LOG_DIR="${TMPDIR:-/tmp}/konspekt-standins-logs"; mkdir -p "$LOG_DIR"; }
 export KONSPEKT_STANDINS_LOG_DIR="$LOG_DIR" KONSPEKT_CI_BASE_IMAGE="$BASE_IMAGE"
 
-ALL=(postgres dind cli airflow)
+ALL=(postgres dind cli airflow redis registry)
 image_of() {
   case "$1" in
     postgres) echo postgres:16 ;;
     dind) echo docker:28-dind ;;
     cli) echo docker:28-cli ;;
     airflow) echo apache/airflow:3.3.2-python3.11 ;;
+    redis) echo redis:7.2-bookworm ;;        # the celery profile's broker
+    registry) echo registry:2 ;;             # the celery profile's image registry
     *) echo "[standins] unknown stand-in: $1 (known: ${ALL[*]})" >&2; return 1 ;;
   esac
 }

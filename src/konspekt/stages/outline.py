@@ -133,7 +133,7 @@ def run(video: VideoDir, args: argparse.Namespace):
     embedder = choose(transcript.language, transcript.text, args.model, args.multilingual_model)
     device = pick_device(args.device)
     log(f"outline: sentence embeddings by {embedder.model} ({embedder.backend(device)}) on {device}")
-    emb = embedder.embed([s.text for s in sents], device, batch_size=64)
+    emb = embedder.embed([s.text for s in sents], device, batch_size=64, cache=video.embeddings_dir)
     sections = build_outline(sents, emb, args)
     notes = [embedder.note] if embedder.note else []
     duration = sents[-1].end - sents[0].start

@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from konspekt import models
 from konspekt.contracts import BadInput, Summary, Transcript, log
@@ -118,7 +119,7 @@ class Seq2Seq:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        half = {"dtype": torch.float16} if device == "cuda" else {}  # halves GPU memory and time
+        half: dict[str, Any] = {"dtype": torch.float16} if device == "cuda" else {}  # halves GPU memory and time
         self.model = AutoModelForSeq2SeqLM.from_pretrained(model_path, **half).to(device).eval()
         self.device = device
         self.batch_size = args.batch_size or (16 if device == "cuda" else 4)  # 4 x 1024 tokens x beams fits CPU RAM
@@ -157,13 +158,14 @@ def abstractive(text: str, model_path: str, device: str, args: argparse.Namespac
     return result
 
 
-def extractive(text: str, embedder: Embedder, device: str, count: int) -> Result:
+def extractive(text: str, embedder: Embedder, device: str, count: int, cache: Path | None = None) -> Result:
     sentences = split_sentences(text)
     keep = min(count, max(1, math.ceil(len(sentences) / 3)))  # a short talk gets a short summary
     if len(sentences) <= keep:
         return Result(" ".join(sentences))
     log(f"extractive: sentence embeddings by {embedder.model} ({embedder.backend(device)}) on {device}")
-    top = sorted(pick_central(sentences, embedder.embed(sentences, device), keep))  # in the order they were said
+    emb = embedder.embed(sentences, device, cache=cache)
+    top = sorted(pick_central(sentences, emb, keep))  # in the order they were said
     log(f"extractive: kept {len(top)} of {len(sentences)} sentences")
     return Result(" ".join(sentences[i] for i in top))
 
@@ -217,7 +219,7 @@ def run(video: VideoDir, args: argparse.Namespace):
             log(embedder.note)
             note = f"{note}; {embedder.note}" if note else embedder.note
         model_name, embedding = embedder.model, embedder.facts(device)
-        result = extractive(text, embedder, device, args.sentences)
+        result = extractive(text, embedder, device, args.sentences, cache=video.embeddings_dir)
     assert model_name is not None  # abstractive: auto found it on disk, or --model named it
 
     summary = Summary(method=method, model=model_name, text=result.text, language=transcript.language,

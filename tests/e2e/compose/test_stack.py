@@ -16,92 +16,31 @@ import json
 import os
 import re
 import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+from compose_stack import (
+    DATA,
+    ROOT,
+    VIDEO_TIMEOUT,
+    api,  # noqa: F401 (a fixture)
+    compose,
+    container_names,
+    drop,
+    env_value,
+    stack,  # noqa: F401 (a fixture)
+    task_containers,
+    transcript_wer,
+    unique,
+    wait_for,
+)
 
 from konspekt.sample import SCRIPT, speak, word_error_rate
 
-ROOT = Path(__file__).resolve().parents[3]
-DATA = ROOT / "airflow" / "data"
-VIDEO_TIMEOUT = 900  # a lecture through six task containers in docker-proxy, with a queue before it
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.environ.get("KONSPEKT_COMPOSE_E2E") != "1",
                                  reason="runs against the compose stack: .ci/compose-e2e.sh (make compose-e2e)")]
-
-
-# --- the stack ----------------------------------------------------------------------------------
-
-def env_file() -> dict[str, str]:
-    values = {}
-    for line in (ROOT / ".env").read_text().splitlines():
-        if line.strip() and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.split("  #")[0].strip()
-    return values
-
-
-def env_value(key: str) -> str:
-    return env_file()[key]
-
-
-def compose(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    files = ["-f", "docker-compose.yml"]
-    for extra in os.environ.get("KONSPEKT_COMPOSE_FILES", "").split():
-        files += ["-f", extra]
-    cmd = ["docker", "compose"] if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0 \
-        else ["docker-compose"]
-    return subprocess.run([*cmd, *files, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-class Api:
-    """Airflow's REST API with the admin's token, as a script of a user's would call it."""
-
-    def __init__(self, url: str, user: str, password: str):
-        self.url = url
-        self.token = self.call("POST", "/auth/token", {"username": user, "password": password})["access_token"]
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if getattr(self, "token", None):
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from None
-
-    def runs(self, dag_id: str) -> list[dict]:
-        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date&limit=20")["dag_runs"]
-
-    def run(self, dag_id: str, run_id: str) -> dict:
-        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
-
-    def tasks(self, dag_id: str, run_id: str) -> list[dict]:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances?limit=100"
-        return self.call("GET", path)["task_instances"]
-
-
-@pytest.fixture(scope="module")
-def stack() -> dict:
-    if os.geteuid() != 0:
-        pytest.skip("reads files owned by the stack's uid: run as root")
-    env = env_file()
-    url = f"http://127.0.0.1:{env.get('AIRFLOW_UI_PORT') or 8080}"
-    return {"url": url, "user": env.get("AIRFLOW_ADMIN_USER") or "konspekt",
-            "password": env["AIRFLOW_ADMIN_PASSWORD"], "uid": int(env["AIRFLOW_UID"]), "state": {}}
-
-
-@pytest.fixture(scope="module")
-def api(stack) -> Api:
-    return Api(stack["url"], stack["user"], stack["password"])
 
 
 @pytest.fixture(scope="module")
@@ -125,52 +64,6 @@ def lecture(tmp_path_factory) -> Path:
     return speak(SCRIPT, tmp_path_factory.mktemp("media") / "lecture.mp4")
 
 
-def drop(source: Path | bytes, name: str, uid: int) -> Path:
-    """Copy into input/ as a user would: under a temporary name first, then renamed into place.
-
-    Each copy of a video gets its own bytes (a comment tag): bytes already published are only
-    archived, not processed again, and every test here wants a lecture processed.
-    """
-    partial, final = DATA / "input" / f"{name}.part", DATA / "input" / name
-    if isinstance(source, bytes):
-        partial.write_bytes(source)
-    else:
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-c", "copy",
-                        "-metadata", f"comment={name}", "-f", "mp4", str(partial)], check=True)
-    os.chown(partial, uid, 0)
-    partial.rename(final)
-    return final
-
-
-def wait_for(what: str, check, timeout: float, every: float = 3.0, on_timeout=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}. {on_timeout()}")
-
-
-def task_containers() -> list[str]:
-    """Containers of the konspekt task images inside docker-proxy (running or not)."""
-    proc = compose("exec", "-T", "docker-proxy", "docker", "ps", "-a", "--format", "{{.Image}} {{.Status}} {{.Names}}")
-    assert proc.returncode == 0, proc.stderr
-    return [line for line in proc.stdout.splitlines() if line.startswith("konspekt-")]
-
-
-def container_names() -> set[str]:
-    return {line.rsplit(" ", 1)[-1] for line in task_containers()}  # the status text changes with time
-
-
-def transcript_wer(out: Path) -> float:
-    return word_error_rate(SCRIPT, (out / "transcript.txt").read_text())
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix} {uuid.uuid4().hex[:6]}"
-
-
 # --- the tests, in the order a user meets them ----------------------------------------------------
 
 def test_browser_logs_in_and_sees_the_dags(ui, stack):
@@ -186,6 +79,7 @@ def test_a_dropped_lecture_becomes_a_pdf(stack, api, lecture):
     name = unique("CI lecture")
     drop(lecture, f"{name}.mp4", stack["uid"])
     out = DATA / "output" / name
+    stack["state"]["watch_folder_output"] = out
     wait_for(f"output/{name}/report.pdf", lambda: (out / "report.pdf").is_file(), VIDEO_TIMEOUT,
              on_timeout=lambda: f"runs: {[(r['dag_run_id'], r['state']) for r in api.runs('lecture_to_pdf')]}")
     assert transcript_wer(out) <= 0.15, (out / "transcript.txt").read_text()
@@ -199,6 +93,52 @@ def test_a_dropped_lecture_becomes_a_pdf(stack, api, lecture):
     assert [(r["dag_run_id"].split("__")[0], r["state"]) for r in runs] == [("video", "success")], runs
     wait_for("no konspekt container left in docker-proxy", lambda: not container_names() - containers_before,
              60, on_timeout=lambda: str(task_containers()))
+
+
+def pdf_text(path: Path) -> str:
+    return subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_upload_page_takes_a_lecture_and_gives_back_its_pdf(ui, stack, lecture, tmp_path):
+    """A lecturer with an API key: the page at /konspekt/ (the api-server's upload plugin) uploads the sample
+    lecture, follows it to published, and downloads the PDF, which matches the watch folder's."""
+    from selenium.webdriver.common.by import By
+
+    made = compose("exec", "-T", "airflow-apiserver", "konspekt", "keys", "create", "--owner", "ci-page")
+    assert made.returncode == 0, made.stderr
+    key = next(word for word in made.stdout.split() if word.startswith("kp_"))
+    name = unique("CI page")  # its own bytes (a comment tag): the same bytes twice are only archived
+    video = tmp_path / f"{name}.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(lecture), "-c", "copy",
+                    "-metadata", f"comment={name}", str(video)], check=True)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver = ui.driver
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.get(stack["url"] + "/konspekt/")
+    driver.find_element(By.ID, "key").send_keys(key + "\n")
+    driver.execute_script("document.getElementById('key').dispatchEvent(new Event('change'))")
+    chooser = driver.find_element(By.ID, "file")
+    driver.execute_script("arguments[0].hidden = false", chooser)  # a person clicks the drop zone instead
+    chooser.send_keys(str(video))
+    ui.screenshot("05-upload-page-uploaded")
+
+    def published():
+        return driver.find_elements(By.CSS_SELECTOR, "td.state-published")
+
+    wait_for(f"{name} published on the page", published, VIDEO_TIMEOUT, every=2,
+             on_timeout=lambda: driver.find_element(By.TAG_NAME, "body").text)
+    ui.screenshot("06-upload-page-published")
+    driver.find_element(By.CSS_SELECTOR, "button[data-file='report.pdf']").click()
+    pdf = wait_for("the downloaded PDF", lambda: [p for p in downloads.glob("*.pdf")], 60, every=0.5)[0]
+    assert pdf.name == f"{name}-report.pdf"
+    # the same file the pipeline published, and the same notes as the watch folder's run of this lecture
+    assert pdf.read_bytes() == (DATA / "output" / name / "report.pdf").read_bytes()
+    watched = stack["state"].get("watch_folder_output")
+    if watched:
+        assert (DATA / "output" / name / "transcript.txt").read_text() == (watched / "transcript.txt").read_text()
+        assert pdf_text(pdf).rsplit("Transcript", 1)[-1] == pdf_text(watched / "report.pdf").rsplit("Transcript", 1)[-1]
+    assert transcript_wer(DATA / "output" / name) <= 0.15
 
 
 def test_a_bad_file_is_quarantined(stack, api):
@@ -246,8 +186,9 @@ def test_the_triggered_run_takes_the_lecture_dropped_while_it_waits(ui, api, sta
 
 
 def test_training_from_the_rest_api_writes_a_readable_loss_log(api, stack):
-    from konspekt.layout import safe_name
     from tiny_whisper import PHRASES, build_dataset
+
+    from konspekt.layout import safe_name
 
     dataset = f"ci-{uuid.uuid4().hex[:6]}"
     build_dataset(DATA / "train" / dataset, sentences=PHRASES[:3], voices=[("en-us", 150)], video_every=3)

@@ -1,0 +1,143 @@
+"""API keys for the HTTP upload API: created and revoked by ``konspekt keys``, checked on every request.
+
+A key is ``kp_<id>_<secret>``: the id (16 hex digits) finds the key's entry, then the secret is
+compared in constant time against the stored hash. The store is one JSON file
+(``<data_root>/api/keys.json`` by default), mode 0600, replaced atomically; it holds no secret.
+There is no default key: an empty or missing store lets nobody in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from konspekt.layout import atomic_path
+
+PREFIX = "kp"
+KEY_RE = re.compile(r"kp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")  # token_hex(8), token_urlsafe(32)
+OWNER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")  # any printable text: a person, a team, a script
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    owner: str
+    hash: str  # sha256 of the secret, hex
+    created: str
+    revoked: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+    def public(self) -> dict[str, str | None]:
+        """What may be shown or logged: everything but the hash."""
+        return {"id": self.id, "owner": self.owner, "created": self.created, "revoked": self.revoked}
+
+
+def default_store(data_root: Path) -> Path:
+    return Path(data_root) / "api" / "keys.json"
+
+
+def hash_secret(secret: str) -> str:
+    # Plain sha256 is enough here: the secret is 32 random bytes (256 bits), so there is nothing to
+    # guess or look up in a table, and a slow KDF (scrypt) would only cost time on every request.
+    # A leaked keys.json still gives no usable key: sha256 is one-way.
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def create(store: Path, owner: str) -> tuple[str, str]:
+    """A new key for ``owner``: returns ``(key_id, token)``, where ``token`` (``kp_<id>_<secret>``) is
+    the ``X-API-Key`` value. The token is shown this once: only its hash is stored."""
+    owner = owner.strip()
+    if not OWNER_RE.fullmatch(owner):
+        raise ValueError("the owner must be 1 to 200 printable characters")
+    secret = secrets.token_urlsafe(32)
+    with _locked(store):
+        keys = _load(store)
+        key_id = secrets.token_hex(8)
+        while any(k.id == key_id for k in keys):  # 2^64 ids: a clash is all but impossible, but cheap to rule out
+            key_id = secrets.token_hex(8)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        keys.append(KeyRecord(key_id, owner, hash_secret(secret), now))
+        _save(store, keys)
+    return key_id, f"{PREFIX}_{key_id}_{secret}"
+
+
+def list_keys(store: Path) -> list[KeyRecord]:
+    return _load(store)
+
+
+def revoke(store: Path, key_id: str) -> bool:
+    """Revoke a key at once (the server reads the store on every request). False: no such active key."""
+    with _locked(store):
+        keys = _load(store)
+        found = False
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for i, key in enumerate(keys):
+            if key.id == key_id and key.active:
+                keys[i] = KeyRecord(key.id, key.owner, key.hash, key.created, revoked=now)
+                found = True
+        if found:
+            _save(store, keys)
+    return found
+
+
+def key_id_of(header_value: str | None) -> str | None:
+    """The id part of a presented key, for logs (never the secret); None when it is not a key at all."""
+    match = KEY_RE.fullmatch(header_value or "")
+    return match.group(1) if match else None
+
+
+def verify(store: Path, header_value: str | None) -> KeyRecord | None:
+    """The active key ``header_value`` is, or None (missing, malformed, unknown, revoked, wrong secret)."""
+    match = KEY_RE.fullmatch(header_value or "")
+    if not match:
+        return None
+    key_id, secret = match.groups()
+    record = next((k for k in _load(store) if k.id == key_id), None)
+    # Compare even for an unknown id, so the answer takes as long whether the id exists or not.
+    ok = hmac.compare_digest(hash_secret(secret), record.hash if record else _DUMMY_HASH)
+    return record if ok and record is not None and record.active else None
+
+
+def _load(store: Path) -> list[KeyRecord]:
+    try:
+        data = json.loads(Path(store).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    return [KeyRecord(**{f: k.get(f) for f in ("id", "owner", "hash", "created", "revoked")})
+            for k in data.get("keys", [])]
+
+
+def _save(store: Path, keys: list[KeyRecord]) -> None:
+    store = Path(store)
+    store.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with atomic_path(store) as tmp:
+        os.chmod(tmp, 0o600)  # atomic_path makes files for the user's tools (0666 & ~umask); this one is the server's
+        tmp.write_text(json.dumps({"version": 1, "keys": [asdict(k) for k in keys]}, indent=2) + "\n",
+                       encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _locked(store: Path) -> Iterator[None]:
+    """One writer at a time (the CLI and a server may both write): an flock on the store's folder."""
+    folder = Path(store).parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,57 @@
+"""The upload API as users reach it: plugins/konspekt_api.py, found by Airflow's own plugin manager and
+mounted by the api-server's own ``init_plugins`` at /konspekt, with a key made by ``konspekt keys create``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CHECK = """
+import json, sys
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from airflow.api_fastapi.app import init_plugins
+
+app = FastAPI()
+init_plugins(app)  # what the api-server does with every plugin's fastapi_apps
+client = TestClient(app)
+key = sys.argv[1]
+page = client.get("/konspekt/")
+anonymous = client.post("/konspekt/lectures", content=b"x", headers={"X-Filename": "a.mp4"})
+name = "%D0%9B%D0%B5%D0%BA%D1%86%D0%B8%D1%8F%201.mp4"  # "Лекция 1.mp4" percent-encoded, as the page sends it
+upload = client.post("/konspekt/lectures", content=b"not really a video",
+                     headers={"X-Filename": name, "X-API-Key": key})
+listed = client.get("/konspekt/lectures", headers={"X-API-Key": key})
+print(json.dumps({"page": [page.status_code, "X-API-Key" in page.text], "anonymous": anonymous.status_code,
+                  "upload": [upload.status_code, upload.json()], "listed": listed.json()}))
+"""
+
+
+def test_the_api_server_mounts_the_upload_api_and_its_page(tmp_path):
+    data = tmp_path / "data"
+    (data / "input").mkdir(parents=True)
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "dags"), os.environ.get("PYTHONPATH")])),
+           "KONSPEKT_DATA_ROOT": str(data), "KONSPEKT_API_CALLBACK_POLL_SECONDS": "0"}
+    env.pop("KONSPEKT_API_KEYS_FILE", None)
+    created = subprocess.run([sys.executable, "-m", "konspekt.cli", "keys", "create", "--owner", "lecturer"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+    key = next(word for word in created.split() if word.startswith("kp_"))
+    assert (data / "api" / "keys.json").is_file() and key not in (data / "api" / "keys.json").read_text()
+    proc = subprocess.run([sys.executable, "-c", CHECK, key], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["page"] == [200, True]  # the page, which sends the key it is given
+    assert got["anonymous"] == 401  # no key, no access
+    status, body = got["upload"]
+    assert status == 201 and body["input_name"] == "Лекция 1.mp4", body
+    assert body["url"] == f"/konspekt/lectures/{body['id']}"  # under the prefix the api-server mounts it at
+    assert (data / "input" / "Лекция 1.mp4").read_bytes() == b"not really a video"  # into the watch folder
+    assert [item["id"] for item in got["listed"]] == [body["id"]]
+    assert got["listed"][0]["status"]["state"] == "waiting"
