@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from konspekt import models
 from konspekt.contracts import BadInput, Summary, Transcript, log

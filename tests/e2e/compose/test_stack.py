@@ -129,6 +129,8 @@ def test_the_upload_page_takes_a_lecture_and_gives_back_its_pdf(ui, stack, lectu
     wait_for(f"{name} published on the page", published, VIDEO_TIMEOUT, every=2,
              on_timeout=lambda: driver.find_element(By.TAG_NAME, "body").text)
     ui.screenshot("06-upload-page-published")
+    # the message under the drop zone follows the upload to the end, not "waits for its turn" forever
+    assert "is ready" in driver.find_element(By.ID, "message").text
     driver.find_element(By.CSS_SELECTOR, "button[data-file='report.pdf']").click()
     pdf = wait_for("the downloaded PDF", lambda: [p for p in downloads.glob("*.pdf")], 60, every=0.5)[0]
     assert pdf.name == f"{name}-report.pdf"
