@@ -155,6 +155,24 @@ def test_refused_keys_are_logged_without_the_secret_and_rate_limited(root, keys,
     assert "W" * 43 not in log and keys.alice.split("_", 2)[2] not in log
 
 
+def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(root, keys):
+    """`airflow api-server --proxy-headers` puts uvicorn's ProxyHeadersMiddleware in front of every app, the
+    plugin's too: with the proxy trusted (FORWARDED_ALLOW_IPS), the limit counts each X-Forwarded-For client."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    app = webapi.create_app(root, keys.store, max_failures=2, failure_window=60)
+    wrong = f"kp_{keys.alice_id}_{'W' * 43}"
+    with TestClient(ProxyHeadersMiddleware(app, trusted_hosts="*")) as client:
+        def send(key, address):
+            return client.post("/lectures", content=b"video", headers={
+                "X-API-Key": key, "X-Filename": "talk.mp4", "X-Forwarded-For": address}).status_code
+
+        guesser = [send(wrong, "203.0.113.7") for _ in range(3)]
+        lecturer = send(keys.alice, "198.51.100.20")
+    assert guesser == [401, 401, 429]
+    assert lecturer == 201  # the guesser behind the same proxy did not lock the lecturer out
+
+
 def test_the_bucket_refills():
     now = [0.0]
     limiter = webapi.FailureLimiter(max_failures=2, window=10, clock=lambda: now[0])
