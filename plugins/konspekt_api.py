@@ -8,6 +8,7 @@ accounts: a lecturer or a learning platform gets a key, never an Airflow login. 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,15 @@ from konspekt_dags.settings import settings
 URL_PREFIX = "/konspekt"
 
 
-class _BuiltOnFirstRequest:
-    """The API app, built when the api-server first calls it. Every Airflow process loads plugins (each
-    task's runner does too) and only the api-server serves this one: the others skip importing FastAPI's
-    app for it (about 0.15 s a process)."""
+class _BuiltWhenServed:
+    """The API app, built when the api-server starts (or first calls it). Every Airflow process loads
+    plugins (each task's runner does too) and only the api-server serves this one: the others skip
+    importing FastAPI's app for it (about 0.15 s a process)."""
 
     def __init__(self) -> None:
         self._app: Any = None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def app(self) -> Any:
         if self._app is None:
             from konspekt.webapi import create_app
 
@@ -37,9 +38,30 @@ class _BuiltOnFirstRequest:
                 allow_private_callbacks=settings.api_private_callbacks,
                 callback_poll_seconds=settings.api_callback_poll_seconds or None,
             )
-        await self._app(scope, receive, send)
+        return self._app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app()(scope, receive, send)
+
+
+API = _BuiltWhenServed()
+
+
+class _StartWithTheApiServer:
+    """A root middleware, so it runs only in the api-server: at its start (the lifespan event, which a
+    mounted app that is not itself a FastAPI app never gets) it builds the API and starts its background
+    work, so that callbacks are sent after a restart even if nobody calls the API."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await asyncio.to_thread(lambda: API.app().state.start_background())
+        await self.app(scope, receive, send)
 
 
 class KonspektApiPlugin(AirflowPlugin):
     name = "konspekt_api"
-    fastapi_apps = [{"app": _BuiltOnFirstRequest(), "url_prefix": URL_PREFIX, "name": "konspekt uploads"}]
+    fastapi_apps = [{"app": API, "url_prefix": URL_PREFIX, "name": "konspekt uploads"}]
+    fastapi_root_middlewares = [{"middleware": _StartWithTheApiServer, "name": "konspekt uploads: start"}]

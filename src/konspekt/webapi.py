@@ -124,8 +124,8 @@ def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = 
 
     def start_background() -> None:
         """Once per process: sweep what a killed server left half-written, start the callback poller.
-        From the lifespan, or the first request where there is none (an app mounted into Airflow's
-        api-server as a plugin gets no lifespan of its own)."""
+        From the lifespan, from the host server's start (``app.state.start_background``: the Airflow
+        plugin calls it), or else at the first request."""
         if not started.acquire(blocking=False):
             return
         uploads.sweep_temps(data_root)
@@ -141,7 +141,7 @@ def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = 
         stop.set()
 
     app = FastAPI(title="konspekt", summary="Lecture videos in, PDF notes out", lifespan=lifespan)
-    app.state.limiter, app.state.keys_path = limiter, keys_path
+    app.state.limiter, app.state.keys_path, app.state.start_background = limiter, keys_path, start_background
 
     @app.middleware("http")
     async def background_first(request: Request, call_next: Any) -> Any:

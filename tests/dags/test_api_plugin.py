@@ -55,3 +55,42 @@ def test_the_api_server_mounts_the_upload_api_and_its_page(tmp_path):
     assert (data / "input" / "Лекция 1.mp4").read_bytes() == b"not really a video"  # into the watch folder
     assert [item["id"] for item in got["listed"]] == [body["id"]]
     assert got["listed"][0]["status"]["state"] == "waiting"
+
+
+STARTUP = """
+import json, os, threading, time
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from airflow.api_fastapi.app import init_plugins
+
+def background():
+    return {"poller": any(t.name == "konspekt-callbacks" for t in threading.enumerate()),
+            "left_by_a_killed_server": sorted(os.listdir(os.environ["KONSPEKT_DATA_ROOT"] + "/input"))}
+
+app = FastAPI()
+init_plugins(app)
+before = background()
+with TestClient(app):  # the api-server starting: its lifespan, and not one request
+    time.sleep(0.2)
+    started = background()
+print(json.dumps({"before": before, "started": started}))
+"""
+
+
+def test_callbacks_start_with_the_api_server_not_at_its_first_request(tmp_path):
+    """After a restart, lectures finishing while nobody calls the API must still be called back: the plugin's
+    root middleware starts the poller (and sweeps what a killed server left) when the api-server starts."""
+    data = tmp_path / "data"
+    (data / "input").mkdir(parents=True)
+    stale = data / "input" / ".konspekt-upload-0123456789abcdef.part"
+    stale.write_bytes(b"half an upload")
+    os.utime(stale, (0, 0))
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "dags"), os.environ.get("PYTHONPATH")])),
+           "KONSPEKT_DATA_ROOT": str(data), "KONSPEKT_API_CALLBACK_POLL_SECONDS": "30"}
+    proc = subprocess.run([sys.executable, "-c", STARTUP], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["before"] == {"poller": False, "left_by_a_killed_server": [stale.name]}
+    assert got["started"] == {"poller": True, "left_by_a_killed_server": []}
