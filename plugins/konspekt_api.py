@@ -9,6 +9,7 @@ accounts: a lecturer or a learning platform gets a key, never an Airflow login. 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from airflow.plugins_manager import AirflowPlugin
 from konspekt_dags.settings import settings
 
 URL_PREFIX = "/konspekt"
+log = logging.getLogger(__name__)
 
 
 class _BuiltWhenServed:
@@ -57,7 +59,11 @@ class _StartWithTheApiServer:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await asyncio.to_thread(lambda: API.app().state.start_background())
+            try:
+                await asyncio.to_thread(lambda: API.app().state.start_background())
+            except Exception:  # the Airflow UI must come up even where the upload API cannot
+                log.exception("konspekt's upload API could not start with the api-server; it tries again "
+                              "at its first request")
         await self.app(scope, receive, send)
 
 

@@ -128,11 +128,15 @@ def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = 
         plugin calls it), or else at the first request."""
         if not started.acquire(blocking=False):
             return
-        uploads.sweep_temps(data_root)
-        if callback_poll_seconds:
-            options = {"allow_private": allow_private_callbacks, **(callback_options or {})}
-            threading.Thread(target=_poll_callbacks, args=(data_root, callback_poll_seconds, stop, options),
-                             name="konspekt-callbacks", daemon=True).start()
+        try:
+            uploads.sweep_temps(data_root)
+            if callback_poll_seconds:
+                options = {"allow_private": allow_private_callbacks, **(callback_options or {})}
+                threading.Thread(target=_poll_callbacks, args=(data_root, callback_poll_seconds, stop, options),
+                                 name="konspekt-callbacks", daemon=True).start()
+        except BaseException:
+            started.release()  # not started: the next request tries again
+            raise
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,7 +145,8 @@ def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = 
         stop.set()
 
     app = FastAPI(title="konspekt", summary="Lecture videos in, PDF notes out", lifespan=lifespan)
-    app.state.limiter, app.state.keys_path, app.state.start_background = limiter, keys_path, start_background
+    app.state.limiter, app.state.keys_path = limiter, keys_path
+    app.state.start_background, app.state.stop_background = start_background, stop.set
 
     @app.middleware("http")
     async def background_first(request: Request, call_next: Any) -> Any:
@@ -365,4 +370,7 @@ async def _receive_multipart(request: Request, data_root: Path, key_id: str, max
 
 def _poll_callbacks(data_root: Path, seconds: float, stop: threading.Event, options: dict[str, Any]) -> None:
     while not stop.wait(seconds):
-        callbacks.notify_pending(data_root, **options)
+        try:
+            callbacks.notify_pending(data_root, **options)
+        except Exception:  # a shared folder gone for a moment must not end the poller for good
+            log.exception("calling back finished uploads failed; trying again in %s s", seconds)

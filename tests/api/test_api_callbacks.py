@@ -161,3 +161,52 @@ def test_the_server_calls_back_from_its_own_thread(hook_factory, root, keys):
         while not hook.received and time.monotonic() < deadline:
             time.sleep(0.05)
     assert [(r[1]["id"], r[1]["state"]) for r in hook.received] == [(response.json()["id"], "quarantined")]
+
+
+def test_a_start_that_failed_is_tried_again_at_the_next_request(root, keys, monkeypatch):
+    """A failed start (the data folder briefly unreadable, say) must not leave the server without its poller."""
+    from fastapi.testclient import TestClient
+
+    from konspekt import webapi
+
+    app = webapi.create_app(root, keys.store, callback_poll_seconds=30)
+    real_sweep, calls = uploads.sweep_temps, []
+
+    def sweep_failing_once(data_root):
+        calls.append(data_root)
+        if len(calls) == 1:
+            raise PermissionError("input/ is not readable yet")
+        return real_sweep(data_root)
+
+    monkeypatch.setattr(uploads, "sweep_temps", sweep_failing_once)
+    with pytest.raises(PermissionError):
+        app.state.start_background()  # what the api-server's start runs
+    assert not any(t.name == "konspekt-callbacks" for t in threading.enumerate())
+    client = TestClient(app)  # no lifespan: as when mounted into the api-server
+    try:
+        assert client.get("/lectures", headers={"X-API-Key": keys.alice}).status_code == 200
+        assert len(calls) == 2 and any(t.name == "konspekt-callbacks" for t in threading.enumerate())
+    finally:
+        app.state.stop_background()
+
+
+def test_the_poller_outlives_a_failed_round(root, monkeypatch, caplog):
+    from konspekt import webapi
+
+    rounds = []
+
+    def notify_pending(data_root, **options):
+        rounds.append(data_root)
+        if len(rounds) == 1:
+            raise OSError("the shared folder went away for a moment")
+
+    monkeypatch.setattr(callbacks, "notify_pending", notify_pending)
+    stop = threading.Event()
+    poller = threading.Thread(target=webapi._poll_callbacks, args=(root, 0.01, stop, {}), daemon=True)
+    poller.start()
+    deadline = time.monotonic() + 10
+    while len(rounds) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    poller.join(5)
+    assert len(rounds) >= 3 and "went away for a moment" in caplog.text

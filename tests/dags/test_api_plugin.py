@@ -94,3 +94,29 @@ def test_callbacks_start_with_the_api_server_not_at_its_first_request(tmp_path):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["before"] == {"poller": False, "left_by_a_killed_server": [stale.name]}
     assert got["started"] == {"poller": True, "left_by_a_killed_server": []}
+
+
+def test_the_api_server_comes_up_even_where_the_upload_api_cannot(monkeypatch, caplog):
+    import asyncio
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("konspekt_api_plugin", ROOT / "plugins" / "konspekt_api.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+
+    def broken() -> None:
+        raise OSError("the data root is not mounted")
+
+    monkeypatch.setattr(plugin.API, "app", broken)
+    seen = []
+
+    async def airflow_app(scope, receive, send):
+        seen.append(scope["type"])
+
+    plugin.log.addHandler(caplog.handler)  # Airflow's logging config may stop it propagating to the root
+    try:
+        asyncio.run(plugin._StartWithTheApiServer(airflow_app)({"type": "lifespan"}, None, None))
+    finally:
+        plugin.log.removeHandler(caplog.handler)
+    assert seen == ["lifespan"]  # Airflow's own start went on
+    assert "could not start with the api-server" in caplog.text and "not mounted" in caplog.text
