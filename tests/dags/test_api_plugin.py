@@ -100,6 +100,7 @@ def test_the_api_server_comes_up_even_where_the_upload_api_cannot(monkeypatch, c
     import asyncio
     import importlib.util
 
+    monkeypatch.syspath_prepend(str(ROOT / "dags"))  # the api-server has the DAGs folder on its path
     spec = importlib.util.spec_from_file_location("konspekt_api_plugin", ROOT / "plugins" / "konspekt_api.py")
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
