@@ -38,6 +38,10 @@ def stage_argv(name: str, work_dir: Any, *args: Any) -> list[Any]:
     return ["python", "-m", stage.module, stage.work_flag, work_dir, *args]
 
 
+# A task container's or pod's whole environment: no secret of the Airflow side reaches a stage.
+TASK_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLCONFIGDIR": "/tmp/matplotlib"}
+
+
 def stage_task(name: str, work_dir: Any, *args: Any, bad_input: str = "skip", **kwargs: Any):
     """An operator running the registry's stage ``name`` on ``work_dir`` (a container path, or a mapped argument).
 
@@ -114,7 +118,7 @@ def _docker_task(stage: registry.Stage, command: list[Any], work_dir: Any, *, sk
         device_requests=device_requests,
         skip_on_exit_code=EXIT_BAD_INPUT if skip_bad_input else None,
         # matplotlib's font cache would go to the read-only cache mount; /tmp is the writable place
-        environment={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLCONFIGDIR": "/tmp/matplotlib"},
+        environment=dict(TASK_ENV),  # a copy: the operator may add to it
         run_mounts=lambda folder, argv: work_mounts(stage, folder, argv),
         **kwargs,
     )
@@ -153,7 +157,7 @@ def _kubernetes_task(stage: registry.Stage, command: list[Any], work_dir: Any, *
                        k8s.V1VolumeMount(name=TMP_VOLUME, mount_path="/tmp")],
         run_mounts=lambda folder, argv: pod_mounts(stage, folder, argv),
         container_resources=stage_resources(stage),
-        env_vars={"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLCONFIGDIR": "/tmp/matplotlib"},
+        env_vars=dict(TASK_ENV),
         labels={"app.kubernetes.io/part-of": "konspekt", "konspekt.io/stage": stage.step,
                 NETWORK_LABEL: "none"},
         skip_on_exit_code=EXIT_BAD_INPUT if skip_bad_input else None,
