@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 APT_PACKAGES := ffmpeg espeak-ng poppler-utils fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps install demo demo-train test test-fast lint test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker compose-up compose-down compose-e2e bench
+.PHONY: help system-deps install demo demo-train test test-fast lint test-concurrency airflow-ui whisperx-env warm-cache images locks doctor test-docker compose-up compose-down compose-purge compose-e2e bench
 
 help:
 	@echo "make demo        install, make a spoken sample lecture, run the DAG locally, print the PDF path"
@@ -27,6 +27,7 @@ help:
 	@echo "make test-docker docker-mode end to end on a real engine (root; what CI runs)"
 	@echo "make compose-up  docker-compose.yml up and healthy (stand-ins for images no registry gives); prints the UI URL"
 	@echo "make compose-down  take the stack down (images and database kept)"
+	@echo "make compose-purge take the stack down and delete its volumes: the database, built and pushed images (a fresh start)"
 	@echo "make compose-e2e the stack up, then browser/watch-folder/training/restart tests against it (root; CI)"
 	@echo "make test-concurrency  twenty videos at once through a real scheduler; pools bound the stages (~6 min)"
 	@echo "make bench       benchmarks, not tests (~50 min): 1, 10, 60 min lectures, throughput, detection; BENCH_ARGS=\"--lengths 1,10 --docker unix:///var/run/docker.sock\""
@@ -97,6 +98,11 @@ compose-up:
 
 compose-down:
 	bash airflow/compose.sh down
+
+# Down, and its volumes deleted: Airflow's database (runs, connections, variables, users), docker-proxy's
+# images, the registry's. The way out when the database's Fernet key is lost (README: Troubleshooting).
+compose-purge:
+	bash airflow/compose.sh purge
 
 # The user's path end to end against the stack (tests/e2e/compose/); .ci/run calls it.
 compose-e2e: install

@@ -4,7 +4,7 @@
 #
 #   airflow/compose.sh up       stand-ins for images no registry can give, a .env if there is none,
 #                               the stack up and healthy; prints the UI's URL and the admin user
-#   airflow/compose.sh env      only write .env (when there is none)
+#   airflow/compose.sh env      only write .env (when there is none); add the secrets an older .env lacks
 #   airflow/compose.sh down     stop and remove the containers (volumes kept: images, database)
 #   airflow/compose.sh purge    ... and the volumes too
 #   airflow/compose.sh ps|logs  passed to compose
@@ -35,16 +35,32 @@ env_value() {  # the value of $1 in .env (the last assignment wins, as for compo
   sed -n "s/^$1=//p" .env 2>/dev/null | tail -n 1
 }
 
+secret() {  # a random secret safe in a URL (letters, digits, - and _): Redis's goes into the broker URL
+  python3 -c 'import secrets; print(secrets.token_urlsafe(18))'
+}
+
+# The secrets compose takes from .env and has no default for: a value of its own each.
+GENERATED_SECRETS=(AIRFLOW_ADMIN_PASSWORD REDIS_PASSWORD REGISTRY_PASSWORD)
+
 write_env() {
-  local password fernet torch_wheels
-  password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
+  local fernet name
   fernet=$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')
-  sed -e "s/^AIRFLOW_UID=.*/AIRFLOW_UID=$(id -u)/" \
-      -e "s/^AIRFLOW_ADMIN_PASSWORD=.*/AIRFLOW_ADMIN_PASSWORD=$password/" \
-      -e "s/^AIRFLOW_FERNET_KEY=.*/AIRFLOW_FERNET_KEY=$fernet/" .env.example >.env
+  local args=(-e "s/^AIRFLOW_UID=.*/AIRFLOW_UID=$(id -u)/" -e "s/^AIRFLOW_FERNET_KEY=.*/AIRFLOW_FERNET_KEY=$fernet/")
+  for name in "${GENERATED_SECRETS[@]}"; do args+=(-e "s/^$name=.*/$name=$(secret)/"); done
+  (umask 077 && sed "${args[@]}" .env.example >.env)
   [ "$(id -u)" != 0 ] || sed -i "s/^AIRFLOW_UID=.*/AIRFLOW_UID=50000/" .env  # root: the image's own user
   chmod 600 .env
   say "wrote .env (admin ${AIRFLOW_ADMIN_USER:-konspekt}, a new random password: see AIRFLOW_ADMIN_PASSWORD in .env)"
+}
+
+add_missing_secrets() {  # an .env written before a secret existed (REDIS_PASSWORD, ...) gets one; set ones are kept
+  local name added=()
+  for name in REDIS_PASSWORD REGISTRY_PASSWORD; do
+    [ -z "$(env_value "$name")" ] || continue
+    if grep -q "^$name=" .env; then sed -i "s/^$name=.*/$name=$(secret)/" .env; else echo "$name=$(secret)" >>.env; fi
+    added+=("$name")
+  done
+  [ ${#added[@]} -eq 0 ] || say "added to .env: ${added[*]} (random)"
 }
 
 local_torch_wheels() {  # link local torch wheels into images/wheels/ (git-ignored); 0 when there were any
@@ -83,6 +99,7 @@ celery_profile() {  # whether the celery profile is on (COMPOSE_PROFILES from th
 up() {
   docker info >/dev/null 2>&1 || { say "no Docker daemon answers (${DOCKER_HOST:-the default socket}): start Docker first"; exit 1; }
   [ -f .env ] || write_env
+  add_missing_secrets
   local scale=()
   if celery_profile; then
     local executor workers
@@ -145,9 +162,11 @@ up() {
 
 case "${1:-}" in
   up) up ;;
-  env) [ -f .env ] || write_env ;;
+  env) [ -f .env ] || write_env; add_missing_secrets ;;
   down) COMPOSE_PROFILES=celery,gpu,tools compose down --remove-orphans ;;  # every profile's containers
-  purge) COMPOSE_PROFILES=celery,gpu,tools compose down --remove-orphans --volumes ;;
+  purge)  # a fresh start: the database (with whatever its Fernet key encrypted) and the images go too
+    COMPOSE_PROFILES=celery,gpu,tools compose down --remove-orphans --volumes
+    say "deleted the stack's volumes (database, docker-proxy's and the registry's images); airflow/data and cache are kept" ;;
   ps|logs) compose "$@" ;;
   *) echo "usage: $0 up|down|purge|ps|logs" >&2; exit 2 ;;
 esac

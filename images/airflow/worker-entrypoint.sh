@@ -68,6 +68,20 @@ done
 docker -H tcp://127.0.0.1:2375 version >/dev/null || { tail -n 30 /var/log/dockerd.log >&2; exit 1; }
 log "task engine up ($(docker -H tcp://127.0.0.1:2375 version -f '{{.Server.Version}}'))"
 
+# The registry's login (REGISTRY_USER/REGISTRY_PASSWORD), kept where the worker's tasks find it: the
+# Docker client of each task (DockerOperator) reads $HOME/.docker/config.json when it pulls an image.
+if [ -n "${REGISTRY_PASSWORD:-}" ]; then
+  registry_host=${KONSPEKT_REGISTRY%%/*}
+  for try in $(seq 1 24); do
+    printf '%s' "$REGISTRY_PASSWORD" | setpriv --reuid="${KONSPEKT_WORKER_UID:-50000}" --regid=0 --clear-groups \
+      env HOME="${AIRFLOW_USER_HOME_DIR:-/home/airflow}" docker -H tcp://127.0.0.1:2375 login \
+      --username "${REGISTRY_USER:-konspekt}" --password-stdin "$registry_host" >/dev/null && break
+    [ "$try" -lt 24 ] || { log "could not log in to $registry_host as ${REGISTRY_USER:-konspekt} (REGISTRY_USER, REGISTRY_PASSWORD in .env)"; exit 1; }
+    sleep 5
+  done
+  log "logged in to $registry_host as ${REGISTRY_USER:-konspekt}"
+fi
+
 # The worker: as the Airflow user (group 0, as every other service), through the image's own entrypoint.
 exec setpriv --reuid="${KONSPEKT_WORKER_UID:-50000}" --regid=0 --clear-groups \
   env HOME="${AIRFLOW_USER_HOME_DIR:-/home/airflow}" /entrypoint "$@"

@@ -204,3 +204,67 @@ def test_the_schema_check_catches_a_wrong_field(k8s):
     pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = 7
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(pod)
+
+
+# --- the api-server's egress (issue 30, item 2): the database and DNS, nothing else ------------------
+
+API_SERVER_POD = {"tier": "airflow", "component": "api-server", "release": "airflow"}  # the official chart's labels
+
+
+def network_policy(name: str):
+    """The manifest as the kubernetes client's model (V1NetworkPolicy): its field names, its nesting."""
+    from kubernetes.client import ApiClient, V1NetworkPolicy
+
+    doc = next(d for d in manifests() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == name)
+    validate(doc)
+    policy = ApiClient()._ApiClient__deserialize(doc, "V1NetworkPolicy")
+    assert isinstance(policy, V1NetworkPolicy)
+    return policy
+
+
+def selects(selector, labels: dict[str, str]) -> bool:
+    return selector is not None and all(labels.get(k) == v for k, v in (selector.match_labels or {}).items()) \
+        and not selector.match_expressions
+
+
+def egress_allowed(policy, namespace: str, labels: dict[str, str], port: int, protocol: str = "TCP") -> bool:
+    """NetworkPolicy semantics for one connection from a selected pod (same namespace as the policy unless a
+    namespaceSelector says otherwise; a peer with both selectors needs both, as the API server reads it)."""
+    ns_labels = {"kubernetes.io/metadata.name": namespace}
+    for rule in policy.spec.egress or []:
+        ports_ok = not rule.ports or any(p.port == port and (p.protocol or "TCP") == protocol for p in rule.ports)
+        for peer in rule.to or []:
+            assert peer.ip_block is None  # no address range: only the pods named
+            in_namespace = selects(peer.namespace_selector, ns_labels) if peer.namespace_selector \
+                else namespace == policy.metadata.namespace
+            pod_ok = selects(peer.pod_selector, labels) if peer.pod_selector else True
+            if in_namespace and pod_ok and ports_ok:
+                return True
+    return False
+
+
+def test_the_api_server_may_reach_only_its_database_and_dns(k8s):
+    from konspekt_dags.settings import settings
+
+    policy = network_policy("konspekt-api-server-egress")
+    assert policy.metadata.namespace == settings.k8s_namespace
+    assert selects(policy.spec.pod_selector, API_SERVER_POD) and policy.spec.pod_selector.match_labels == API_SERVER_POD
+    assert policy.spec.policy_types == ["Egress"]  # default-deny egress for it; its ingress is the UI's
+    assert all(rule.to and rule.ports for rule in policy.spec.egress)  # an empty `to` or ports would be "any"
+    ns = settings.k8s_namespace
+    postgres = {"app.kubernetes.io/name": "postgresql", "app.kubernetes.io/instance": "airflow"}
+    pgbouncer = {"tier": "airflow", "component": "pgbouncer", "release": "airflow"}
+    dns = {"k8s-app": "kube-dns"}
+    assert egress_allowed(policy, ns, postgres, 5432)
+    assert egress_allowed(policy, ns, pgbouncer, 6543)
+    assert egress_allowed(policy, "kube-system", dns, 53, "UDP") and egress_allowed(policy, "kube-system", dns, 53)
+    # ...and nothing else: the Kubernetes API, the stage pods, the workers' log servers, other namespaces, ports
+    assert not egress_allowed(policy, "default", {"component": "apiserver", "provider": "kubernetes"}, 443)
+    assert not egress_allowed(policy, ns, {k8s.NETWORK_LABEL: "none"}, 80)
+    assert not egress_allowed(policy, ns, {"tier": "airflow", "component": "worker", "release": "airflow"}, 8793)
+    assert not egress_allowed(policy, ns, postgres, 22) and not egress_allowed(policy, "other", postgres, 5432)
+    assert not egress_allowed(policy, ns, dns, 53, "UDP")  # a kube-dns look-alike outside kube-system
+    assert not egress_allowed(policy, "kube-system", {"k8s-app": "metrics-server"}, 53, "UDP")
+    # the pods it names carry the chart's labels: the same release the RBAC binding names
+    binding = next(d for d in manifests() if d["kind"] == "RoleBinding")
+    assert binding["subjects"][0]["name"] == f"{API_SERVER_POD['release']}-worker"

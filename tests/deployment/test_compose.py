@@ -386,7 +386,7 @@ def test_celery_profile_is_off_by_default_and_switched_on_in_env_example(compose
     for name in ("airflow-scheduler", "airflow-apiserver", "worker"):
         env = celery[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@redis:6379/0", name  # REDIS_PASSWORD: .env's
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:"), name
 
 
@@ -427,6 +427,127 @@ def test_each_celery_worker_runs_its_tasks_on_an_engine_of_its_own(compose, defa
     assert 'data_root="$ENGINES/$(hostname)"' in entrypoint and '--data-root="$data_root"' in entrypoint
     assert "VOLUME" not in dockerfile.split("AS worker")[1]  # no anonymous volume per worker either
     assert 'setpriv --reuid="${KONSPEKT_WORKER_UID:-50000}" --regid=0' in entrypoint
+
+
+# --- networks and logins (issue 30, item 2): the api-server reaches no engine, broker or registry ------
+
+ENGINES = ("docker-proxy", "docker-host")
+
+
+def networks(service: dict) -> set[str]:
+    value = service.get("networks") or []
+    return set(value if isinstance(value, list) else value)
+
+
+def members(services: dict, network: str) -> set[str]:
+    return {name for name, service in services.items() if network in networks(service)}
+
+
+def test_the_api_server_shares_no_network_with_an_engine_redis_or_the_registry(compose):
+    services, declared = compose["services"], compose["raw"]["networks"]
+    for name, service in services.items():  # none on compose's default network, which every service would share
+        assert networks(service) or service.get("network_mode") == "none", name
+        assert networks(service) <= set(declared), name
+    api = networks(services["airflow-apiserver"])
+    for name in (*ENGINES, "redis", "registry"):
+        assert not api & networks(services[name]), name
+    # an engine's API (root on what it runs) only for the services that start tasks or build images
+    for engine in ENGINES:
+        assert networks(services[engine]) - {"engine-egress", "celery"} == {"engine"}, engine
+    assert members(services, "engine") == {*ENGINES, "airflow-scheduler", "image-builder", "image-publisher", "doctor"}
+    assert members(services, "engine-egress") == {"docker-proxy"}  # its builds' way out, shared with no one
+    assert members(services, "celery") == {"redis", "registry", "airflow-scheduler", "worker", "docker-proxy"}
+    assert members(services, "db") == {"postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler",
+                                       "airflow-dag-processor", "airflow-triggerer", "worker"}
+    assert networks(services["postgres"]) == {"db"}
+    assert members(services, "front") >= {"airflow-apiserver", "airflow-scheduler", "worker"}  # the execution API
+    assert not members(services, "front") & {*ENGINES, "redis", "registry", "postgres", "image-builder"}
+    # no way out, and no way in from the host, on the networks behind the api-server
+    for network in ("engine", "db", "celery"):
+        assert declared[network] == {"internal": True}, network
+    assert not (declared["front"] or {}).get("internal")  # the published port and the callbacks' way out
+    assert [name for name, service in services.items() if service.get("ports")] == ["airflow-apiserver"]
+    # the one-shot that writes the registry's login needs no network at all
+    assert services["registry-auth"]["network_mode"] == "none" and "networks" not in services["registry-auth"]
+
+
+def test_redis_and_the_registry_ask_for_a_login_from_env(compose, tmp_path):
+    raw = compose["raw"]["services"]
+    redis = raw["redis"]
+    assert redis["environment"] == {"REDISCLI_AUTH": "${REDIS_PASSWORD:-}"}  # the server's and the healthcheck's
+    script = redis["entrypoint"][-1]
+    assert '[ -n "$$REDISCLI_AUTH" ] ||' in script  # an empty password would mean none: it refuses to start
+    assert 'exec redis-server --requirepass "$$REDISCLI_AUTH"' in script
+    assert compose["raw"]["x-airflow-common"]["environment"]["AIRFLOW__CELERY__BROKER_URL"] == \
+        "redis://:${REDIS_PASSWORD:-}@redis:6379/0"
+    registry = raw["registry"]
+    assert registry["environment"] == {"REGISTRY_AUTH": "htpasswd", "REGISTRY_AUTH_HTPASSWD_REALM": "konspekt",
+                                       "REGISTRY_AUTH_HTPASSWD_PATH": "/auth/htpasswd"}
+    assert "registry-auth:/auth:ro" in registry["volumes"] and "registry-auth" in compose["raw"]["volumes"]
+    assert registry["depends_on"]["registry-auth"] == {"condition": "service_completed_successfully"}
+    assert "' 401 '" in " ".join(registry["healthcheck"]["test"])  # healthy = answers, and asks for a login
+    for name in ("registry-auth", "image-publisher", "worker"):
+        env = raw[name]["environment"]
+        assert env["REGISTRY_USER"] == "${REGISTRY_USER:-konspekt}" and env["REGISTRY_PASSWORD"] == "${REGISTRY_PASSWORD:-}"
+    publish = (ROOT / "images" / "publish.sh").read_text()
+    assert 'docker login --username "${REGISTRY_USER:-konspekt}" --password-stdin' in publish
+    worker = (ROOT / "images" / "airflow" / "worker-entrypoint.sh").read_text()
+    assert "login \\\n      --username \"${REGISTRY_USER:-konspekt}\" --password-stdin" in worker
+    assert 'env HOME="${AIRFLOW_USER_HOME_DIR:-/home/airflow}" docker' in worker  # where the tasks' client looks
+
+    # registry-auth's own script: a bcrypt htpasswd line the registry reads; kept when unchanged; no password, no start
+    code = raw["registry-auth"]["command"][-1].replace("/auth/htpasswd", str(tmp_path / "htpasswd"))
+    assert raw["registry-auth"]["entrypoint"][0] == "python"
+
+    def auth(password: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", code], capture_output=True,
+                              text=True, env={"REGISTRY_USER": "konspekt", "REGISTRY_PASSWORD": password}, timeout=60)
+
+    assert auth("").returncode != 0 and "set REGISTRY_USER and REGISTRY_PASSWORD" in auth("").stderr
+    assert auth("s3cret-pass").returncode == 0
+    line = (tmp_path / "htpasswd").read_text()
+    assert re.fullmatch(r"konspekt:\$2[aby]\$05\$[./A-Za-z0-9]{53}\n", line), line
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    hashed = line.strip().split(":", 1)[1]
+    assert crypt.crypt("s3cret-pass", hashed) == hashed and crypt.crypt("other", hashed) != hashed
+    assert auth("s3cret-pass").stdout == "" and (tmp_path / "htpasswd").read_text() == line  # unchanged
+    assert auth("new-pass").returncode == 0 and (tmp_path / "htpasswd").read_text() != line
+
+
+def test_every_new_secret_has_no_literal_default_and_compose_sh_generates_it(compose, tmp_path):
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in ("REDIS_PASSWORD", "REGISTRY_PASSWORD"):
+        refs = re.findall(r"\$\{" + name + r"(?P<op>:?[-?])?(?P<default>[^}]*)\}", text)
+        assert refs and all(default == "" for _, default in refs), (name, refs)
+    example = env_file(ROOT / ".env.example")
+    assert example["REDIS_PASSWORD"] == example["REGISTRY_PASSWORD"] == "" and example["REGISTRY_USER"]
+    # `airflow/compose.sh env` (what `make compose-up` runs first) on a copy of the checkout's files
+    (tmp_path / "airflow").mkdir()
+    shutil.copy(ROOT / "airflow" / "compose.sh", tmp_path / "airflow" / "compose.sh")
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+
+    def compose_env() -> dict[str, str]:
+        proc = subprocess.run(["bash", str(tmp_path / "airflow" / "compose.sh"), "env"], capture_output=True,
+                              text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return env_file(tmp_path / ".env")
+
+    first = compose_env()
+    secrets = [first[k] for k in ("AIRFLOW_ADMIN_PASSWORD", "REDIS_PASSWORD", "REGISTRY_PASSWORD")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{20,}", s) for s in secrets) and len(set(secrets)) == 3, secrets
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+    assert compose_env() == first  # kept on the next start
+    # an .env written before these secrets existed gets them, and keeps everything else
+    old = (tmp_path / ".env").read_text().replace(f"REDIS_PASSWORD={first['REDIS_PASSWORD']}\n", "")
+    (tmp_path / ".env").write_text(old.replace(f"REGISTRY_PASSWORD={first['REGISTRY_PASSWORD']}", "REGISTRY_PASSWORD="))
+    again = compose_env()
+    assert again["REDIS_PASSWORD"] and again["REGISTRY_PASSWORD"] and again["REDIS_PASSWORD"] != first["REDIS_PASSWORD"]
+    assert {k: v for k, v in again.items() if "REDIS" not in k and "REGISTRY_PASSWORD" not in k} == \
+        {k: v for k, v in first.items() if "REDIS" not in k and "REGISTRY_PASSWORD" not in k}
 
 
 def test_the_publisher_pushes_every_image_the_builder_builds(tmp_path):
@@ -544,10 +665,12 @@ def test_airflow_init_generates_a_fernet_key_once_and_every_service_uses_it(comp
     first, after_migrate = init_parts(compose)
     cfg = tmp_path / "config" / "airflow.cfg"
     cfg.parent.mkdir()
-    fake = tmp_path / "fake-bin"  # `airflow` for the lines after `db migrate`: records what it was asked
+    fake = tmp_path / "fake-bin"  # `airflow` and `python` for the lines after `db migrate`: record what they were asked
     fake.mkdir()
-    (fake / "airflow").write_text(f"#!/bin/sh\necho \"$*\" >>{tmp_path / 'airflow-calls'}\n")
-    (fake / "airflow").chmod(0o755)
+    for command in ("airflow", "python"):
+        (fake / command).write_text(f"#!/bin/sh\necho \"{command} $*\" >>{tmp_path / 'airflow-calls'}\n")
+        (fake / command).chmod(0o755)
+    check = "python /opt/konspekt/fernet-check.py"  # the lost-key check (tests/deployment/test_fernet_check.py)
     base = {"PATH": f"{AIRFLOW_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
             "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW_CONFIG": str(cfg),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
@@ -592,12 +715,13 @@ def test_airflow_init_generates_a_fernet_key_once_and_every_service_uses_it(comp
     assert init(first, chosen).returncode == 0
     assert keys() == [chosen, generated[0]]  # the new key encrypts; the old one still decrypts
     assert init(after_migrate, path=str(fake)).returncode == 0
-    assert (tmp_path / "airflow-calls").read_text().split() == ["rotate-fernet-key"]
+    assert (tmp_path / "airflow-calls").read_text().splitlines() == [check, "airflow rotate-fernet-key"]
     assert keys() == [chosen]  # everything re-encrypted: the old key is gone
     assert seen_by_the_services() == {(chosen, "True")}
     assert init(first, chosen).returncode == 0 and keys() == [chosen]  # restarts change nothing
     assert init(after_migrate, path=str(fake)).returncode == 0
-    assert (tmp_path / "airflow-calls").read_text().split() == ["rotate-fernet-key"]  # no second rotation
+    assert (tmp_path / "airflow-calls").read_text().splitlines() == [
+        check, "airflow rotate-fernet-key", check]  # checked at every start; no second rotation
 
     proc = init(first, "not-a-fernet-key")
     assert proc.returncode != 0 and "AIRFLOW_FERNET_KEY" in proc.stderr
