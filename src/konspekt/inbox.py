@@ -11,9 +11,14 @@ module is stdlib only. The rules that keep users' files safe:
   for a file cannot both get it, and a file is processed once.
 * The original bytes are never modified or deleted: they end in ``processed/``
   after success, or in ``failed/<name>/`` next to an ``error.json``.
-* A file whose bytes were published already (its sha256 is the input hash in some
-  ``output/*/manifest.json``) is not processed again: it is archived in ``processed/``
-  and nothing new is made, unless ``force`` asks for it (then ``output/<name> (2)``).
+* A file whose bytes were published already for the same sender (its sha256 is the input
+  hash in some ``output/*/manifest.json`` whose ``uploaded_by`` is the same API key, or none
+  for the watch folder) is not processed again: it is archived in ``processed/`` and nothing
+  new is made, unless ``force`` asks for it (then ``output/<name> (2)``). The same bytes from
+  another sender are processed into their own folder: sending bytes never reveals another's notes.
+* An upload of the API (:mod:`konspekt.uploads`) leaves a note of its key by the file's inode
+  (:func:`uploader_file`); the claim moves it into the claim's record, and finalize notes where
+  the upload went (:func:`outcome_file`), so the API finds it in one read.
 * Each claimed video has an owner, the Airflow run that processes it; runs overlap, and
   claims are serialized by one lock (:func:`claim`).
 * Nothing is lost when a run dies: see :func:`orphans` for how a later claim adopts
@@ -49,6 +54,7 @@ TEMP_SUFFIXES = {".part", ".partial", ".crdownload", ".download", ".tmp", ".temp
 MAX_ADOPTIONS = 3
 MAX_DEPTH = 3  # folders dropped into input/: videos this deep are taken, deeper ones are reported
 NAME_BYTES = 255  # the file system's limit for one name
+UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")  # konspekt.uploads' ids
 FOLDER_NAME_BYTES = 200  # output/<name>: room left for " (12)"
 RESULT_BYTES = 5 << 20  # a stage result larger than this is not read (stage containers write them)
 BAD_FILE_HINT = "fix the file and drop it into input/ again"
@@ -199,6 +205,8 @@ class Claim:
     claimed_at: str
     adopted: bool = False  # left in processing/ by a run that died, taken over by this one
     owner: str | None = None  # the run that processes it
+    uploaded_by: str | None = None  # the API key that sent it; None: dropped into the watch folder
+    upload_id: str | None = None
 
     @property
     def folder(self) -> str:
@@ -270,10 +278,11 @@ def owned_claim(data_root: Path, folder: str, owner: str) -> Claim:
     if record.get("owner") != owner:
         raise ValueError(f"processing/{printable(folder)} belongs to run {record.get('owner')!r}, not to {owner!r}")
     return Claim(video_dir, record["name"], record["size"], record["sha256"], record["claimed_at"],
-                 adopted=bool(record.get("adopted")), owner=owner)
+                 adopted=bool(record.get("adopted")), owner=owner, uploaded_by=record.get("uploaded_by"),
+                 upload_id=record.get("upload_id"))
 
 
-def _claim_one(data_root: Path, claim_id: str, entry: Entry, done: dict[str, str],
+def _claim_one(data_root: Path, claim_id: str, entry: Entry, done: dict[tuple[str | None, str], str],
                max_bytes: int | None, owner: Owner | None) -> Claim | None:
     name = fit_name(entry.name)
     if entry.problem is not None:
@@ -296,10 +305,12 @@ def _claim_one(data_root: Path, claim_id: str, entry: Entry, done: dict[str, str
                                                 "(KONSPEKT_MAX_FILE_GB)")
         return None
     item = _describe(video_dir, name, owner(video_dir, 0) if owner else None)
-    if item.sha256 in done:
+    earlier = done.get((item.uploaded_by, item.sha256))  # only what the same sender published
+    if earlier is not None:
         _move(source, data_root / "processed" / claim_id / name)
         _discard(video_dir)
-        log.warning("%s: already processed as %s; set force=true to redo", printable(name), done[item.sha256])
+        _tell_upload(data_root, item.upload_id, {"state": "published", "output": earlier})
+        log.warning("%s: already processed as %s; set force=true to redo", printable(name), earlier)
         return None
     return item
 
@@ -315,31 +326,116 @@ def _new_video_dir(claim_dir: Path, folder: str) -> Path:
             candidate, n = claim_dir / f"{folder}-{n}", n + 1
 
 
-def _reject(data_root: Path, path: Path, name: str, reason: str) -> None:
-    """Move an entry claim does not process (the entry itself, never what a link points to) to failed/."""
+def _reject(data_root: Path, path: Path, name: str, reason: str) -> dict:
+    """Move an entry claim does not process (the entry itself, never what a link points to) to failed/.
+    Returns the outcome as an upload's note tells it (:func:`outcome_file`)."""
     dest = unique_dir(data_root / "failed", display_name(Path(name).stem))
     dest.mkdir(parents=True)
     os.rename(path, dest / name)
-    _write_error(dest, {"file": name, "stage": "claim", "reason": f"{printable(name)} {reason}",
-                        "hint": BAD_FILE_HINT})
+    error = {"file": name, "stage": "claim", "reason": f"{printable(name)} {reason}", "hint": BAD_FILE_HINT}
+    _write_error(dest, error)
     log.error("%s %s; moved to %s", printable(name), reason, dest.relative_to(data_root))
+    return {"state": "quarantined", "failed": f"failed/{dest.name}",
+            **{k: printable(error[k]) for k in ("stage", "reason", "hint")}}
 
 
 def _quarantine(data_root: Path, video_dir: Path, name: str, reason: str) -> None:
     """A claimed entry that turned out unprocessable: to failed/ as it is, its claim folder removed."""
-    _reject(data_root, video_dir / "source" / name, name, reason)
+    source = video_dir / "source" / name
+    uploader = _uploader(data_root, source)  # not hashed (it may be huge): its size must match
+    outcome = _reject(data_root, source, name, reason)
     _discard(video_dir)
+    if uploader:
+        _tell_upload(data_root, uploader.upload_id, outcome)
+        uploader.forget()
 
 
 def _describe(video_dir: Path, name: str, owner: str | None = None) -> Claim:
-    """Hash the claimed file; write the claim's record (Airflow's own) and the folder's ``video.json`` (the stages')."""
+    """Hash the claimed file; write the claim's record (Airflow's own) and the folder's ``video.json`` (the stages').
+    The record also says which API key sent the file, if one did (the stages need not know)."""
     source = video_dir / "source" / name
     item = Claim(video_dir, name, source.lstat().st_size, sha256(source),
                  datetime.now(timezone.utc).isoformat(timespec="seconds"), owner=owner)
     facts = {"name": name, "size": item.size, "sha256": item.sha256, "claimed_at": item.claimed_at}
-    write_json(record_path(video_dir), {**facts, **({"owner": owner} if owner else {})})
+    # a claimed video lies at <data_root>/processing/<claim>/<video>
+    uploader = _uploader(video_dir.parents[2], source, item.sha256) if len(video_dir.parents) > 2 else None
+    sender = {"uploaded_by": uploader.key_id, "upload_id": uploader.upload_id} if uploader else {}
+    write_json(record_path(video_dir), {**facts, **sender, **({"owner": owner} if owner else {})})
     write_json(video_dir / VIDEO_META, {**facts, "source": f"source/{name}"})
+    if uploader:
+        item.uploaded_by, item.upload_id = uploader.key_id, uploader.upload_id
+        uploader.forget()  # the record says it now
     return item
+
+
+# --- uploads of the API (konspekt.uploads writes the notes of uploaders, the pipeline the outcomes) -----
+
+def uploader_file(data_root: Path, inode: tuple[int, int]) -> Path:
+    """The API's note of which key sent the file with this inode (``(st_dev, st_ino)``), written before
+    the file appears in ``input/``; every rename keeps the inode, so the claim finds it."""
+    return Path(data_root) / "api" / "uploaders" / f"{int(inode[0])}-{int(inode[1])}.json"
+
+
+def outcome_file(data_root: Path, upload_id: str) -> Path:
+    """What became of an upload (published where, or quarantined why), noted by the pipeline when it
+    is done with the file: the API reads this one file, not every manifest in ``output/``."""
+    if not UPLOAD_ID_RE.fullmatch(upload_id):
+        raise ValueError(f"{upload_id!r} is not an upload id")
+    return Path(data_root) / "api" / "outcomes" / f"{upload_id}.json"
+
+
+@dataclass
+class Uploader:
+    upload_id: str
+    key_id: str
+    note: Path  # the API's note (:func:`uploader_file`)
+
+    def forget(self) -> None:
+        """Remove the note once the claim's record holds it: an inode number is reused after a delete."""
+        try:
+            self.note.unlink(missing_ok=True)
+        except OSError:
+            log.warning("%s could not be removed", self.note)
+
+
+def _uploader(data_root: Path, source: Path, digest: str | None = None) -> Uploader | None:
+    """Which upload of the API ``source`` is, or None (a watch-folder drop). The note counts only for
+    the file it describes, the same size and (given ``digest``) the same sha256: an inode number is
+    reused once a file is deleted, and a stale note must never make a drop count as a key's."""
+    try:
+        st = source.lstat()
+        note_path = uploader_file(data_root, (st.st_dev, st.st_ino))
+        note = read_json(note_path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(note, dict):
+        return None
+    upload_id, key_id = note.get("upload_id"), note.get("key_id")
+    if not (isinstance(upload_id, str) and UPLOAD_ID_RE.fullmatch(upload_id) and isinstance(key_id, str) and key_id):
+        return None
+    if note.get("size") != st.st_size or (digest is not None and note.get("sha256") != digest):
+        return None
+    return Uploader(upload_id, key_id, note_path)
+
+
+def _tell_upload(data_root: Path, upload_id: str | None, outcome: dict) -> None:
+    """Note what became of an upload (:func:`outcome_file`). Never fails the pipeline: without the
+    note, the API looks for the result by the file's name."""
+    if upload_id is None:
+        return
+    try:
+        write_json(outcome_file(data_root, upload_id),
+                   {**outcome, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    except Exception:  # noqa: BLE001 - the video is done; only the API's shortcut is missing
+        log.exception("could not note the outcome of upload %s; the API will look for it by name", upload_id)
+
+
+def _upload_id(video_dir: Path) -> str | None:
+    try:
+        upload_id = read_json(record_path(video_dir)).get("upload_id")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return upload_id if isinstance(upload_id, str) else None
 
 
 def record_path(video_dir: Path) -> Path:
@@ -383,15 +479,18 @@ def _one_component(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
-def published(data_root: Path) -> dict[str, str]:
-    """The input sha256 of every published video -> its output folder (``output/<name>``)."""
-    found: dict[str, str] = {}
+def published(data_root: Path) -> dict[tuple[str | None, str], str]:
+    """(who sent it, its input sha256) -> the output folder (``output/<name>``), for every published video.
+    Who: the API key that uploaded it (the manifest's ``uploaded_by``), None for a watch-folder drop."""
+    found: dict[tuple[str | None, str], str] = {}
     for manifest in sorted((Path(data_root) / "output").glob("*/manifest.json")):
         try:
-            digest = read_json(manifest)["video"]["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
+            video = read_json(manifest)["video"]
+            digest, sender = video["sha256"], video.get("uploaded_by")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # not one of ours, or damaged: never a reason to skip a file
-        found.setdefault(digest, f"output/{manifest.parent.name}")
+        if isinstance(digest, str):
+            found.setdefault((sender if isinstance(sender, str) else None, digest), f"output/{manifest.parent.name}")
     return found
 
 
@@ -478,18 +577,22 @@ def _adopt(data_root: Path, video_dir: Path, owner: Owner | None) -> Claim | Non
                     video_dir.parent.name)
     write_json(record_path(video_dir), record)
     return Claim(video_dir, record["name"], record["size"], record["sha256"], record["claimed_at"], adopted=True,
-                 owner=record.get("owner"))
+                 owner=record.get("owner"), uploaded_by=record.get("uploaded_by"), upload_id=record.get("upload_id"))
 
 
 def _give_up(data_root: Path, video_dir: Path, reason: str) -> None:
     """Last resort for an orphan that cannot be finalized: the whole folder to failed/, with the reason."""
     try:
+        upload_id = _upload_id(video_dir)
         dest = unique_dir(data_root / "failed", display_name(video_dir.name))
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(video_dir, dest)
         record_path(video_dir).unlink(missing_ok=True)
-        _write_error(dest, {"file": None, "stage": "claim", "reason": reason,
-                            "hint": "the original file is in source/; drop it into input/ again"})
+        error = {"file": None, "stage": "claim", "reason": reason,
+                 "hint": "the original file is in source/; drop it into input/ again"}
+        _write_error(dest, {**error, **({"upload_id": upload_id} if upload_id else {})})
+        _tell_upload(data_root, upload_id, {"state": "quarantined", "failed": f"failed/{dest.name}",
+                                            **{k: printable(str(v)) for k, v in error.items() if v}})
         _remove_if_empty(video_dir.parent)
     except OSError:
         log.exception("%s could not be moved to failed/ either; it is left for a person to look at", video_dir)
@@ -572,7 +675,8 @@ def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False,
     dest = data_root / parent / folder
     dest.mkdir(parents=True, exist_ok=True)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    facts = {k: record[k] for k in ("name", "size", "sha256", "claimed_at", "adopted") if k in record}
+    facts = {k: record[k] for k in ("name", "size", "sha256", "claimed_at", "adopted", "uploaded_by", "upload_id")
+             if k in record}
     manifest = build_manifest(facts, results, plan["status"], now)
     source = video.path / "source" / name
     hint = None
@@ -581,7 +685,8 @@ def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False,
         again = "; then drop it into input/ again"
         hint = BAD_FILE_HINT if status == STATUS_BAD_INPUT else outside_hint(reason) + again
         _write_error(dest, {"file": name, "stage": stage, "reason": reason, "failed_at": now, "hint": hint,
-                            **{k: facts[k] for k in ("size", "sha256", "claimed_at") if k in facts}})
+                            **{k: facts[k] for k in ("size", "sha256", "claimed_at", "uploaded_by", "upload_id")
+                               if k in facts}})
         write_json(dest / "manifest.json", manifest)
         _move(source, dest / name)
     else:
@@ -594,6 +699,11 @@ def finalize(data_root: Path, video_dir: Path, *, keep_byproducts: bool = False,
             _move(item, dest / item.name)
         write_json(dest / "manifest.json", manifest)
         _move(source, data_root / "processed" / video.path.parent.name / name)
+    if problem:
+        _tell_upload(data_root, record.get("upload_id"), {"state": "quarantined", "failed": plan["destination"],
+                                                          "stage": problem[0], "reason": problem[2], "hint": hint})
+    else:
+        _tell_upload(data_root, record.get("upload_id"), {"state": "published", "output": plan["destination"]})
     _discard(video.path)
     return Outcome(plan["status"], name, plan["destination"], problem[2] if problem else None,
                    problem[0] if problem else None, hint)

@@ -9,13 +9,20 @@ The rules that keep the watch folder safe:
 * Only a complete upload (all bytes, within ``max_bytes``, fsynced) is linked into ``input/``
   under a sanitised name; ``os.link`` fails rather than replace a file, so nothing is overwritten.
   Anything else removes the temp file: ``input/`` never holds a piece of an upload.
-* Each upload is recorded in ``<data_root>/api/lectures/<id>.json`` with the key that sent it.
-  Its state is found from the pipeline's own records: the file's inode (a rename keeps it) and
-  its sha256, which the claim's record, ``manifest.json`` and ``error.json`` hold.
+* Each upload is recorded in ``<data_root>/api/lectures/<id>.json`` with the key that sent it, and
+  listed in its key's ``api/by-key/<key>.ids``. Before its file appears in ``input/``, a note by its
+  inode tells the claim which key sent it (:func:`inbox.uploader_file`): the same bytes count as
+  done only for the same key, so no key learns of another's lecture by sending its bytes.
+* Its state is found from the pipeline's own records: the file's inode (a rename keeps it) in
+  ``input/`` or ``processing/``, and once it is done the pipeline's note of where it went
+  (:func:`inbox.outcome_file`): one read, however full ``output/`` and ``failed/`` are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -23,7 +30,7 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +38,7 @@ from typing import Any
 
 from konspekt import inbox, registry
 from konspekt.contracts import STATUS_OK
-from konspekt.layout import VideoDir, is_link, is_real_dir, lstat_mode, printable, read_json, write_json
+from konspekt.layout import VideoDir, is_link, is_real_dir, lstat_mode, printable, read_json, write_json, write_text
 
 CHUNK = 1 << 20
 TEMP_PREFIX = ".konspekt-upload-"
@@ -89,13 +96,107 @@ def save(data_root: Path, upload: Upload) -> None:
 
 
 def list_uploads(data_root: Path, key_id: str) -> list[Upload]:
-    """The uploads of one key, oldest first."""
-    found = []
-    for path in sorted(lectures_dir(data_root).glob("*.json")):
-        upload = load(data_root, path.stem)
-        if upload is not None and upload.key_id == key_id:
-            found.append(upload)
+    """The uploads of one key, oldest first: its list (:func:`key_list`) and its own records only."""
+    found = [u for i in _key_ids(data_root, key_id) if (u := load(data_root, i)) is not None and u.key_id == key_id]
     return sorted(found, key=lambda u: u.created)
+
+
+def list_page(data_root: Path, key_id: str, limit: int, after: str | None = None) -> tuple[list[Upload], str | None]:
+    """Up to ``limit`` of one key's uploads, newest first, from the one after ``after`` (the last of the
+    previous page); and the ``after`` of the next page, None after the last. Reads ``limit`` records,
+    however many the key has. ValueError: ``after`` is not one of the key's uploads."""
+    ids = _key_ids(data_root, key_id)[::-1]
+    i = ids.index(after) + 1 if after is not None else 0
+    page: list[Upload] = []
+    while i < len(ids) and len(page) < limit:
+        upload = load(data_root, ids[i])
+        i += 1
+        if upload is not None and upload.key_id == key_id:  # an id whose upload failed has no record
+            page.append(upload)
+    return page, (page[-1].id if page and i < len(ids) else None)
+
+
+# --- a key's list ---------------------------------------------------------------------------------
+
+KEY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+KEY_LISTS_BUILT = ".built-1"  # written once the lists also hold every upload recorded before they existed
+
+
+def key_list(data_root: Path, key_id: str) -> Path:
+    """The ids of one key's uploads, oldest first, one a line, appended as each upload arrives: a key's
+    lectures are listed from this small file and their own records, not from every record of every key."""
+    if not KEY_ID_RE.fullmatch(key_id):
+        raise ValueError(f"{key_id!r} is not a key id")
+    return Path(data_root) / "api" / "by-key" / f"{key_id}.ids"
+
+
+def _register(data_root: Path, upload: Upload) -> None:
+    """Before the upload has a name in ``input/``: note its key for the claim, by the file's inode
+    (:func:`inbox.uploader_file`), and add it to the key's list."""
+    write_json(inbox.uploader_file(data_root, upload.inode),
+               {"upload_id": upload.id, "key_id": upload.key_id, "size": upload.size, "sha256": upload.sha256})
+    try:
+        _build_key_lists(data_root)  # on a new data root, at its first upload: there is nothing to read then
+        with _key_lists(data_root, exclusive=False):  # appends go side by side; only a build waits for them
+            fd = os.open(key_list(data_root, upload.key_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, f"{upload.id}\n".encode())
+            finally:
+                os.close(fd)
+    except BaseException:
+        _unregister(data_root, upload)
+        raise
+
+
+def _unregister(data_root: Path, upload: Upload) -> None:
+    """An upload that did not make it into ``input/``: no note left for a later file of its inode
+    (its id in the key's list has no record, and is skipped)."""
+    inbox.uploader_file(data_root, upload.inode).unlink(missing_ok=True)
+
+
+def _key_ids(data_root: Path, key_id: str) -> list[str]:
+    _build_key_lists(data_root)
+    try:
+        text = key_list(data_root, key_id).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return list(dict.fromkeys(i for i in text.split() if ID_RE.fullmatch(i)))
+
+
+def _build_key_lists(data_root: Path) -> None:
+    """Once per data root: the lists of the uploads recorded before there were lists (every record is
+    read this one time), ahead of what was appended since."""
+    built = Path(data_root) / "api" / "by-key" / KEY_LISTS_BUILT
+    if built.exists():
+        return
+    with _key_lists(data_root, exclusive=True):
+        if built.exists():  # another process built them meanwhile
+            return
+        by_key: dict[str, list[tuple[str, str]]] = {}
+        for path in lectures_dir(data_root).glob("*.json"):
+            upload = load(data_root, path.stem)
+            if upload is not None and KEY_ID_RE.fullmatch(upload.key_id):
+                by_key.setdefault(upload.key_id, []).append((upload.created, upload.id))
+        for key_id, found in by_key.items():
+            path = key_list(data_root, key_id)
+            since = path.read_text(encoding="utf-8").split() if path.exists() else []
+            ids = dict.fromkeys([i for _, i in sorted(found)] + since)
+            write_text(path, "".join(f"{i}\n" for i in ids))
+        write_text(built, "every upload recorded before the lists existed is listed\n")
+        log.info("listed the uploads of %d keys in %s", len(by_key), built.parent)
+
+
+@contextlib.contextmanager
+def _key_lists(data_root: Path, exclusive: bool) -> Iterator[None]:
+    """An flock on the lists' folder: shared to append, exclusive to build."""
+    folder = Path(data_root) / "api" / "by-key"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- names ------------------------------------------------------------------------------------------
@@ -181,11 +282,17 @@ class Incoming:
         upload = Upload(self.id, self.key_id, self.original_name, "", self.size, self._hash.hexdigest(),
                         datetime.now(timezone.utc).isoformat(timespec="seconds"), (st.st_dev, st.st_ino),
                         callback_url)
-        upload.input_name = _link_unique(self.tmp, self.tmp.parent, self.input_name)
+        _register(self.data_root, upload)  # before it has a name in input/: a claim may take it at once
+        try:
+            upload.input_name = _link_unique(self.tmp, self.tmp.parent, self.input_name)
+        except BaseException:
+            _unregister(self.data_root, upload)
+            raise
         try:
             save(self.data_root, upload)
         except BaseException:
             (self.tmp.parent / upload.input_name).unlink(missing_ok=True)  # unrecorded: not ours to leave
+            _unregister(self.data_root, upload)
             raise
         _fsync_dir(self.tmp.parent)
         self.tmp.unlink()
@@ -240,17 +347,27 @@ def state(data_root: Path, upload_id: str) -> dict[str, Any]:
     """Where the upload is: ``waiting`` (in ``input/``), ``processing`` (claimed; with its stage),
     ``published`` (in ``output/``, with its files), ``quarantined`` (in ``failed/``, with the reason),
     or ``unknown`` (none of these: removed by hand, or never recorded)."""
-    data_root = Path(data_root)
     upload = load(data_root, upload_id)
     if upload is None:
         raise FileNotFoundError(f"no upload {upload_id}")
+    return states(data_root, [upload])[0]
+
+
+def states(data_root: Path, found: list[Upload]) -> list[dict[str, Any]]:
+    """The state of each upload, as :func:`state` tells it, at a cost that does not grow with ``output/``
+    and ``failed/``: where a finished upload went is one note (:func:`inbox.outcome_file`), and the
+    videos in ``processing/`` are read once for them all."""
+    data_root = Path(data_root)
+    in_flight = _InFlight(data_root)
+    return [_state_of(data_root, upload, in_flight) for upload in found]
+
+
+def _state_of(data_root: Path, upload: Upload, in_flight: _InFlight) -> dict[str, Any]:
     base = {"id": upload.id, "name": upload.original_name, "input_name": upload.input_name,
             "size": upload.size, "sha256": upload.sha256, "created": upload.created}
-    for find in (_waiting, _processing, _published, _quarantined):
-        found = find(data_root, upload)
-        if found is not None:
-            return {**base, **found}
-    return {**base, "state": "unknown"}
+    found = (_waiting(data_root, upload) or _noted(data_root, upload) or _processing(in_flight, upload)
+             or _found_by_name(data_root, upload))
+    return {**base, **(found or {"state": "unknown"})}
 
 
 def _same_file(path: Path, upload: Upload) -> bool:
@@ -265,21 +382,47 @@ def _waiting(data_root: Path, upload: Upload) -> dict[str, Any] | None:
     return {"state": "waiting"} if _same_file(data_root / "input" / upload.input_name, upload) else None
 
 
-def _processing(data_root: Path, upload: Upload) -> dict[str, Any] | None:
-    processing = data_root / "processing"
-    if not processing.is_dir():
-        return None
-    for video_dir in sorted(v for c in processing.iterdir() if is_real_dir(c) for v in c.iterdir() if is_real_dir(v)):
-        try:
-            record = read_json(inbox.record_path(video_dir))
-        except (OSError, ValueError):
-            record = {}
-        name = record.get("name") if isinstance(record, dict) else None
-        ours = (name == upload.input_name and record.get("sha256") == upload.sha256) or \
-            _same_file(video_dir / "source" / upload.input_name, upload)
-        if ours:
-            return {"state": "processing", **_progress(video_dir, record)}
-    return None
+class _InFlight:
+    """The videos in ``processing/`` and their claims' records, read once however many uploads are looked up."""
+
+    def __init__(self, data_root: Path) -> None:
+        self.data_root = data_root
+
+    @functools.cached_property
+    def claims(self) -> dict[tuple[Any, ...], tuple[Path, dict[str, Any]]]:
+        """Each video by its upload's id; one claimed before ids were noted (or a drop) by its name and
+        sha256, and by the inode of its file (a claim whose record is not written yet has only that)."""
+        found: dict[tuple[Any, ...], tuple[Path, dict[str, Any]]] = {}
+        processing = self.data_root / "processing"
+        folders = [v for c in processing.iterdir() if is_real_dir(c) for v in c.iterdir() if is_real_dir(v)] \
+            if processing.is_dir() else []
+        for video_dir in sorted(folders):
+            try:
+                record = read_json(inbox.record_path(video_dir))
+            except (OSError, ValueError):
+                record = {}
+            record = record if isinstance(record, dict) else {}
+            if isinstance(record.get("upload_id"), str):
+                found.setdefault(("id", record["upload_id"]), (video_dir, record))
+                continue  # an upload's video: only its own id finds it
+            found.setdefault(("name", record.get("name"), record.get("sha256")), (video_dir, record))
+            source = video_dir / "source"
+            for path in source.iterdir() if is_real_dir(source) else []:
+                with contextlib.suppress(OSError):
+                    st = path.lstat()
+                    if stat.S_ISREG(st.st_mode):
+                        found.setdefault(("inode", st.st_dev, st.st_ino), (video_dir, record))
+        return found
+
+    def find(self, upload: Upload) -> tuple[Path, dict[str, Any]] | None:
+        claims = self.claims
+        return (claims.get(("id", upload.id)) or claims.get(("name", upload.input_name, upload.sha256))
+                or claims.get(("inode", *upload.inode)))
+
+
+def _processing(in_flight: _InFlight, upload: Upload) -> dict[str, Any] | None:
+    found = in_flight.find(upload)
+    return {"state": "processing", **_progress(*found)} if found else None
 
 
 def _progress(video_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -294,44 +437,112 @@ def _progress(video_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _published(data_root: Path, upload: Upload) -> dict[str, Any] | None:
-    folder = _output_folder(data_root, upload)
-    if folder is None:
+def _noted(data_root: Path, upload: Upload) -> dict[str, Any] | None:
+    """Where the pipeline noted the upload went (:func:`inbox.outcome_file`), while that folder is there."""
+    try:
+        outcome = read_json(inbox.outcome_file(data_root, upload.id))
+    except (OSError, ValueError):
         return None
+    if not isinstance(outcome, dict):
+        return None
+    if outcome.get("state") == "published" and (folder := _folder(data_root, "output", outcome.get("output"))):
+        return _published_in(folder)
+    if outcome.get("state") == "quarantined" and (folder := _folder(data_root, "failed", outcome.get("failed"))):
+        return {"state": "quarantined", "failed": f"failed/{folder.name}",
+                **{k: outcome.get(k) for k in ("reason", "stage", "hint")}}
+    return None
+
+
+def _folder(data_root: Path, parent: str, where: Any) -> Path | None:
+    """``data_root/<parent>/<name>`` for ``where`` = ``"<parent>/<name>"``, if it is a real folder."""
+    head, _, name = where.partition("/") if isinstance(where, str) else ("", "", "")
+    if head != parent or name in ("", ".", "..") or "/" in name or "\0" in name:
+        return None
+    folder = data_root / parent / name
+    return folder if is_real_dir(folder) else None
+
+
+def _published_in(folder: Path) -> dict[str, Any]:
     files = sorted(p.name for p in folder.iterdir() if stat.S_ISREG(lstat_mode(p)))
     return {"state": "published", "output": f"output/{folder.name}", "files": files,
             "downloads": sorted(ALLOWED_FILES & set(files))}
 
 
 def _output_folder(data_root: Path, upload: Upload) -> Path | None:
-    """The ``output/`` folder whose manifest names this upload's bytes; the one with its name first.
-
-    Bytes published before (under any name) are not processed again (see :func:`inbox.claim`), so
-    the folder then is that earlier one: it holds what these bytes became.
-    """
-    matches = []
-    for manifest in sorted((data_root / "output").glob("*/manifest.json")):
-        try:
-            video = read_json(manifest)["video"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(video, dict) and video.get("sha256") == upload.sha256:
-            matches.append((video.get("name") != upload.input_name, manifest.parent))
-    return min(matches)[1] if matches else None
+    """The ``output/`` folder of what this upload became: the one the pipeline noted, else the one its
+    name leads to. Only this key's: the same bytes from another key or from the watch folder were
+    processed into a folder of their own (see :func:`inbox.claim`), never linked to this one."""
+    found = _noted(data_root, upload) or _found_by_name(data_root, upload)
+    return _folder(data_root, "output", found.get("output")) if found else None
 
 
-def _quarantined(data_root: Path, upload: Upload) -> dict[str, Any] | None:
-    for error_file in sorted((data_root / "failed").glob("*/error.json")):
-        folder = error_file.parent
-        try:
-            error = read_json(error_file)
-        except (OSError, ValueError):
-            error = {}
-        ours = (isinstance(error, dict) and error.get("sha256") == upload.sha256) or any(
-            _same_file(p, upload) for p in (folder / upload.input_name, folder / "source" / upload.input_name))
-        if ours:
-            return {"state": "quarantined", "failed": f"failed/{folder.name}",
-                    **{k: error.get(k) for k in ("reason", "stage", "hint")}}
+MAX_PROBES = 20  # "<name>", "<name> (2)", ...: folders looked at for an upload without a note
+
+
+def _found_by_name(data_root: Path, upload: Upload) -> dict[str, Any] | None:
+    """For an upload the pipeline left no note of (finished before there were notes, or the note could not
+    be written): the folders finalize names after the file, ``<name>``, ``<name> (2)``, ... in ``output/``
+    and ``failed/``, a few reads however many others there are. What it finds is noted for next time."""
+    stem = Path(upload.input_name).stem
+    found: dict[str, Any] | None = None
+    if folder := _probe(data_root / "output", [inbox.display_name(stem)], lambda f: _manifest_of(f, upload)):
+        found = _published_in(folder)
+    else:
+        names = list(dict.fromkeys([inbox.display_name(stem), inbox.display_name(inbox.slug(stem))]))
+        if folder := _probe(data_root / "failed", names, lambda f: _error_of(f, upload) is not None):
+            error = _error_of(folder, upload) or {}
+            found = {"state": "quarantined", "failed": f"failed/{folder.name}",
+                     **{k: error.get(k) for k in ("reason", "stage", "hint")}}
+    if found is not None:
+        note = {k: v for k, v in found.items() if k in ("state", "output", "failed", "reason", "stage", "hint")}
+        with contextlib.suppress(OSError, ValueError):
+            write_json(inbox.outcome_file(data_root, upload.id), note)
+    return found
+
+
+def _probe(parent: Path, names: list[str], ours: Callable[[Path], bool]) -> Path | None:
+    """The first folder ``<name>``, ``<name> (2)``, ... (as :func:`inbox.unique_dir` names them) that is ``ours``."""
+    for name in names:
+        for n in range(1, MAX_PROBES + 1):
+            folder = parent / (name if n == 1 else f"{name} ({n})")
+            if not is_real_dir(folder):
+                if n > 1:
+                    break
+                continue  # "<name>" may have been removed while "<name> (2)" stays
+            if ours(folder):
+                return folder
+    return None
+
+
+def _made_from(facts: Any, upload: Upload, name_key: str) -> bool:
+    """Whether a manifest's ``video`` (or an ``error.json``) tells of this upload: by its id; if written
+    before ids were noted, by its name and bytes, sent by no other key, and claimed after it arrived."""
+    if not isinstance(facts, dict):
+        return False
+    if "upload_id" in facts:
+        return bool(facts["upload_id"] == upload.id)
+    return (facts.get("uploaded_by") in (None, upload.key_id) and facts.get(name_key) == upload.input_name
+            and facts.get("sha256") == upload.sha256 and str(facts.get("claimed_at") or "") >= upload.created)
+
+
+def _manifest_of(folder: Path, upload: Upload) -> bool:
+    try:
+        return _made_from(read_json(folder / "manifest.json").get("video"), upload, "name")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _error_of(folder: Path, upload: Upload) -> dict[str, Any] | None:
+    """The folder's ``error.json`` if it tells of this upload; one written at claim time (no sha256) is
+    known by the inode of the file beside it."""
+    try:
+        error = read_json(folder / "error.json")
+    except (OSError, ValueError):
+        error = {}
+    error = error if isinstance(error, dict) else {}
+    if _made_from(error, upload, "file") or any(
+            _same_file(p, upload) for p in (folder / upload.input_name, folder / "source" / upload.input_name)):
+        return error
     return None
 
 

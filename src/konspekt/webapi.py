@@ -3,7 +3,8 @@
     POST /lectures                    the video as the raw body (name in X-Filename or ?filename=),
                                       or multipart/form-data with a ``file`` part; ?callback_url=
                                       (or a ``callback_url`` form field) to be told when it is done
-    GET  /lectures                    this key's lectures
+    GET  /lectures                    this key's lectures, newest first, 50 at a time (?limit= up to 200);
+                                      the next page's URL in the Link header (rel="next", ?cursor=)
     GET  /lectures/{id}               where it is: waiting, processing (stage), published, quarantined
     GET  /lectures/{id}/report.pdf    and report.json, transcript.{txt,srt,vtt,json}, once published
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -41,6 +42,7 @@ except ImportError:  # pragma: no cover - then only the raw body is taken
 
 DEFAULT_MAX_BYTES = 20 * 10**9  # as KONSPEKT_MAX_FILE_GB's default: a claim would quarantine a larger file
 MAX_FIELD_BYTES = 4096  # a form field (callback_url) is small; a file part is the only large one
+DEFAULT_PAGE, MAX_PAGE = 50, 200  # lectures per GET /lectures: each costs a few small reads
 
 PAGE = Path(__file__).parent / "web" / "index.html"
 log = logging.getLogger("konspekt.webapi")
@@ -195,10 +197,20 @@ def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = 
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     @app.get("/lectures")
-    def list_lectures(request: Request, key: Key) -> list[dict[str, Any]]:
-        """This key's lectures, oldest first, each with its state (as ``GET /lectures/{id}``)."""
+    def list_lectures(request: Request, response: Response, key: Key,
+                      limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+                      cursor: str | None = None) -> list[dict[str, Any]]:
+        """This key's lectures, newest first, each with its state (as ``GET /lectures/{id}``), ``limit`` at
+        a time; the next page's URL is in the ``Link`` header (``rel="next"``), none after the last."""
+        try:
+            page, after = uploads.list_page(data_root, key.id, limit, cursor)
+        except ValueError as exc:
+            raise HTTPException(400, "cursor is not one of this key's lectures; take it from a Link header") from exc
+        if after is not None:
+            next_url = f"{request.scope.get('root_path', '').rstrip('/')}/lectures?limit={limit}&cursor={after}"
+            response.headers["Link"] = f'<{next_url}>; rel="next"'
         return [{"id": u.id, "name": u.original_name, "created": u.created, "url": lecture_url(request, u.id),
-                 "status": uploads.state(data_root, u.id)} for u in uploads.list_uploads(data_root, key.id)]
+                 "status": status} for u, status in zip(page, uploads.states(data_root, page))]
 
     @app.get("/lectures/{upload_id}")
     def get_lecture(upload_id: str, key: Key) -> dict[str, Any]:
