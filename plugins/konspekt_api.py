@@ -38,6 +38,7 @@ class _BuiltWhenServed:
                 keys_path=Path(settings.api_keys_file) if settings.api_keys_file else None,
                 max_bytes=settings.max_file_bytes,
                 allow_private_callbacks=settings.api_private_callbacks,
+                callback_hosts=settings.api_callback_hosts,
                 callback_poll_seconds=settings.api_callback_poll_seconds or None,
             )
         return self._app

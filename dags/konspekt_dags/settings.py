@@ -170,6 +170,8 @@ class Settings:
     api_keys_file: str = field(default_factory=lambda: _env("API_KEYS_FILE", ""))
     api_callback_poll_seconds: float = field(default_factory=lambda: float(_env("API_CALLBACK_POLL_SECONDS", "10")))
     api_private_callbacks: bool = field(default_factory=lambda: _flag("API_PRIVATE_CALLBACKS", False))
+    # ... and, when set, the only hosts callbacks may go to (comma-separated; *.example.org: any name below)
+    api_callback_hosts: str = field(default_factory=lambda: _env("API_CALLBACK_HOSTS", ""))
     fs_conn_id: str = "konspekt_data"
 
     @property

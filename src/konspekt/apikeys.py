@@ -2,7 +2,9 @@
 
 A key is ``kp_<id>_<secret>``: the id (16 hex digits) finds the key's entry, then the secret is
 compared in constant time against the stored hash. The store is one JSON file
-(``<data_root>/api/keys.json`` by default), mode 0600, replaced atomically; it holds no secret.
+(``<data_root>/api/keys.json`` by default), mode 0600, replaced atomically; it holds no key's secret.
+It does hold each key's callback secret as it is (callbacks are signed with it, so a hash would not
+do): made at ``create``, replaced by ``konspekt keys callback-secret ID``.
 There is no default key: an empty or missing store lets nobody in.
 """
 
@@ -17,13 +19,14 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from konspekt.layout import atomic_path
 
 PREFIX = "kp"
+CALLBACK_SECRET_PREFIX = "kpcb_"
 KEY_RE = re.compile(r"kp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")  # token_hex(8), token_urlsafe(32)
 OWNER_RE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")  # any printable text: a person, a team, a script
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
@@ -36,6 +39,8 @@ class KeyRecord:
     hash: str  # sha256 of the secret, hex
     created: str
     revoked: str | None = None
+    # signs the key's callbacks (konspekt.callbacks); None in a store from before callbacks were signed
+    callback_secret: str | None = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:
@@ -70,9 +75,31 @@ def create(store: Path, owner: str) -> tuple[str, str]:
         while any(k.id == key_id for k in keys):  # 2^64 ids: a clash is all but impossible, but cheap to rule out
             key_id = secrets.token_hex(8)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        keys.append(KeyRecord(key_id, owner, hash_secret(secret), now))
+        keys.append(KeyRecord(key_id, owner, hash_secret(secret), now, callback_secret=new_callback_secret()))
         _save(store, keys)
     return key_id, f"{PREFIX}_{key_id}_{secret}"
+
+
+def new_callback_secret() -> str:
+    return f"{CALLBACK_SECRET_PREFIX}{secrets.token_urlsafe(32)}"
+
+
+def callback_secret(store: Path, key_id: str) -> str | None:
+    """The secret that signs ``key_id``'s callbacks; None: no such key, or one made before there were any."""
+    return next((k.callback_secret for k in _load(store) if k.id == key_id), None)
+
+
+def set_callback_secret(store: Path, key_id: str) -> str | None:
+    """A new callback secret for an active key (the old one stops signing at once); None: no such active key."""
+    secret = new_callback_secret()
+    with _locked(store):
+        keys = _load(store)
+        found = [i for i, k in enumerate(keys) if k.id == key_id and k.active]
+        for i in found:
+            keys[i] = replace(keys[i], callback_secret=secret)
+        if found:
+            _save(store, keys)
+    return secret if found else None
 
 
 def list_keys(store: Path) -> list[KeyRecord]:
@@ -87,7 +114,7 @@ def revoke(store: Path, key_id: str) -> bool:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for i, key in enumerate(keys):
             if key.id == key_id and key.active:
-                keys[i] = KeyRecord(key.id, key.owner, key.hash, key.created, revoked=now)
+                keys[i] = replace(key, revoked=now)
                 found = True
         if found:
             _save(store, keys)
@@ -117,7 +144,7 @@ def _load(store: Path) -> list[KeyRecord]:
         data = json.loads(Path(store).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return []
-    return [KeyRecord(**{f: k.get(f) for f in ("id", "owner", "hash", "created", "revoked")})
+    return [KeyRecord(**{f: k.get(f) for f in ("id", "owner", "hash", "created", "revoked", "callback_secret")})
             for k in data.get("keys", [])]
 
 

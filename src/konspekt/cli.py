@@ -3,6 +3,7 @@
     konspekt transcribe --video-dir DIR --model small     # same as python -m konspekt.stages.transcribe
     konspekt sample lecture.mp4                           # a spoken sample lecture
     konspekt keys create --owner NAME | list | revoke ID  # API keys of the upload API
+    konspekt keys callback-secret ID                      # a new secret that signs the key's callbacks
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def commands() -> dict[str, str]:
 
 
 def keys(argv: list[str]) -> int:
-    """``konspekt keys``: create, list and revoke the upload API's keys."""
+    """``konspekt keys``: create, list and revoke the upload API's keys, and set their callback secrets."""
     from konspekt import apikeys
 
     parser = argparse.ArgumentParser(prog="konspekt keys", description=keys.__doc__)
@@ -39,6 +40,8 @@ def keys(argv: list[str]) -> int:
     sub.add_parser("create", help="a new key; its secret is printed once").add_argument("--owner", required=True)
     sub.add_parser("list", help="every key, without secrets")
     sub.add_parser("revoke", help="revoke a key at once").add_argument("id")
+    sub.add_parser("callback-secret", help="a new secret that signs the key's callbacks (X-Konspekt-Signature); "
+                   "the old one stops at once").add_argument("id")
     args = parser.parse_args(argv)
     store = args.store or Path(os.environ.get("KONSPEKT_API_KEYS_FILE") or
                                apikeys.default_store(Path(os.environ.get("KONSPEKT_DATA_ROOT", "data"))))
@@ -48,12 +51,23 @@ def keys(argv: list[str]) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         print(f"created key {key_id} for {args.owner} in {store}", file=sys.stderr)
+        # stderr: stdout is the key alone, for scripts
+        print(f"its callbacks are signed with {apikeys.callback_secret(store, key_id)} (X-Konspekt-Signature; "
+              f"`konspekt keys callback-secret {key_id}` replaces it)", file=sys.stderr)
         print("the key (shown only now; send it as the X-API-Key header):", file=sys.stderr)
         print(token)
     elif args.command == "list":
         for key in apikeys.list_keys(store):
             state = f"revoked {key.revoked}" if key.revoked else "active"
-            print(f"{key.id}\t{key.owner}\tcreated {key.created}\t{state}")
+            unsigned = "" if key.callback_secret else "\tcallbacks unsigned (no callback secret yet)"
+            print(f"{key.id}\t{key.owner}\tcreated {key.created}\t{state}{unsigned}")
+    elif args.command == "callback-secret":
+        secret = apikeys.set_callback_secret(store, args.id)
+        if secret is None:
+            print(f"no active key {args.id} in {store}", file=sys.stderr)
+            return 1
+        print(f"key {args.id} now signs its callbacks with (the old secret no longer does):", file=sys.stderr)
+        print(secret)
     elif not apikeys.revoke(store, args.id):
         print(f"no active key {args.id} in {store}", file=sys.stderr)
         return 1

@@ -42,12 +42,13 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temp path next to ``target``; it replaces ``target`` only if the block succeeds."""
+def atomic_path(target: Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temp path next to ``target``; it replaces ``target`` only if the block succeeds.
+    ``mode``: the file's, from the start (None: 0666 less the umask)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are for the user and their tools
+    os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600; results are for the user
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -71,19 +72,19 @@ def sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_text(target: Path, text: str) -> Path:
-    with atomic_path(target) as tmp:
+def write_text(target: Path, text: str, mode: int | None = None) -> Path:
+    with atomic_path(target, mode) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
 
 
-def write_json(target: Path, data: Any) -> Path:
+def write_json(target: Path, data: Any, mode: int | None = None) -> Path:
     text = json.dumps(to_jsonable(data), ensure_ascii=False, indent=2)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a file name that is not UTF-8 (a lone surrogate): keep it as a \\u escape
         text = json.dumps(to_jsonable(data), ensure_ascii=True, indent=2)
-    return write_text(target, text + "\n")
+    return write_text(target, text + "\n", mode)
 
 
 def printable(name: str) -> str:

@@ -92,7 +92,13 @@ def load(data_root: Path, upload_id: str) -> Upload | None:
 
 
 def save(data_root: Path, upload: Upload) -> None:
-    write_json(record_file(data_root, upload.id), asdict(upload))
+    """Only the server's user reads a record (0600, in a 0700 folder): it names the key that sent the
+    lecture and holds its callback URL, which may carry the receiver's token."""
+    path = record_file(data_root, upload.id)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.parent.stat().st_mode) != 0o700:  # a folder made before records were private
+        os.chmod(path.parent, 0o700)
+    write_json(path, asdict(upload), mode=0o600)
 
 
 def list_uploads(data_root: Path, key_id: str) -> list[Upload]:

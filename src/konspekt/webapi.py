@@ -1,8 +1,10 @@
 """The HTTP upload API: send a lecture, follow it, download its notes. ``create_app`` builds it.
 
     POST /lectures                    the video as the raw body (name in X-Filename or ?filename=),
-                                      or multipart/form-data with a ``file`` part; ?callback_url=
-                                      (or a ``callback_url`` form field) to be told when it is done
+                                      or multipart/form-data with a ``file`` part; an X-Callback-URL
+                                      header (or a ``callback_url`` form field; ?callback_url= of old
+                                      clients is taken too, and kept out of access logs) to be told
+                                      when it is done (konspekt.callbacks)
     GET  /lectures                    this key's lectures, newest first, 50 at a time (?limit= up to 200);
                                       the next page's URL in the Link header (rel="next", ?cursor=)
     GET  /lectures/{id}               where it is: waiting, processing (stage), published, quarantined
@@ -20,11 +22,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -39,6 +41,8 @@ try:  # python-multipart comes with FastAPI's "standard" extra, not with FastAPI
     from python_multipart.multipart import parse_options_header
 except ImportError:  # pragma: no cover - then only the raw body is taken
     python_multipart = None  # type: ignore[assignment]
+
+CALLBACK_SCOPE_KEY = "konspekt.callback_url"  # where ?callback_url= goes once out of the query string
 
 DEFAULT_MAX_BYTES = 20 * 10**9  # as KONSPEKT_MAX_FILE_GB's default: a claim would quarantine a larger file
 MAX_FIELD_BYTES = 4096  # a form field (callback_url) is small; a file part is the only large one
@@ -110,17 +114,20 @@ Key = Annotated[KeyRecord, Depends(authenticate)]
 
 def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES, *,
                max_failures: int = 10, failure_window: float = 60.0, allow_private_callbacks: bool = False,
+               callback_hosts: str | tuple[str, ...] = (),
                callback_poll_seconds: float | None = None, callback_options: dict[str, Any] | None = None
                ) -> FastAPI:
     """The API on ``data_root``, with keys from ``keys_path`` (default ``<data_root>/api/keys.json``).
 
     ``callback_poll_seconds``: look for finished uploads to call back this often, in a thread of the
     server (None: the integrator calls :func:`konspekt.callbacks.notify_pending` elsewhere).
-    ``allow_private_callbacks`` lets callback URLs point at local or private addresses (tests, a LAN).
+    ``allow_private_callbacks`` lets callback URLs point at private addresses (a LAN); ``callback_hosts``
+    (``KONSPEKT_API_CALLBACK_HOSTS``), when set, are the only hosts they may name (:class:`callbacks.Policy`).
     """
     data_root = Path(data_root)
     keys_path = Path(keys_path) if keys_path else apikeys.default_store(data_root)
     limiter = FailureLimiter(max_failures, failure_window)
+    callback_policy = callbacks.Policy.of(allow_private_callbacks, callback_hosts)
 
     stop, started = threading.Event(), threading.Lock()
 
@@ -133,7 +140,7 @@ def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = 
         try:
             uploads.sweep_temps(data_root)
             if callback_poll_seconds:
-                options = {"allow_private": allow_private_callbacks, **(callback_options or {})}
+                options = {"policy": callback_policy, "keys_path": keys_path, **(callback_options or {})}
                 threading.Thread(target=_poll_callbacks, args=(data_root, callback_poll_seconds, stop, options),
                                  name="konspekt-callbacks", daemon=True).start()
         except BaseException:
@@ -156,6 +163,11 @@ def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = 
             await run_in_threadpool(start_background)
         return await call_next(request)
 
+    @app.middleware("http")
+    async def callback_url_out_of_logs(request: Request, call_next: Any) -> Any:
+        _lift_callback_url(request.scope)
+        return await call_next(request)
+
     def own_upload(upload_id: str, key: KeyRecord) -> uploads.Upload:
         """The upload if this key sent it; 404 otherwise, so ids of others' lectures reveal nothing."""
         upload = uploads.load(data_root, upload_id) if uploads.ID_RE.fullmatch(upload_id) else None
@@ -165,17 +177,18 @@ def create_app(data_root: Path, keys_path: Path | None = None, max_bytes: int = 
 
     @app.post("/lectures", status_code=201)
     async def post_lecture(request: Request, key: Key,
-                           filename: str | None = None, callback_url: str | None = None) -> JSONResponse:
+                           filename: str | None = None) -> JSONResponse:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_bytes:  # said so up front: not a byte is read
             raise HTTPException(413, f"the upload is over the limit of {max_bytes} bytes")
+        callback_url = request.headers.get("x-callback-url") or request.scope.get(CALLBACK_SCOPE_KEY)
         if callback_url is not None:
-            await _check_callback(callback_url, allow_private_callbacks)
+            await _check_callback(callback_url, callback_policy)
         content_type = request.headers.get("content-type", "")
         try:
             if content_type.startswith("multipart/form-data"):
                 upload = await _receive_multipart(request, data_root, key.id, max_bytes, callback_url,
-                                                  allow_private_callbacks)
+                                                  callback_policy)
             else:
                 name = filename or _header_name(request.headers.get("x-filename"))
                 if not name:
@@ -248,9 +261,20 @@ def _header_name(value: str | None) -> str | None:
     return unquote(value, errors="replace")
 
 
-async def _check_callback(url: str, allow_private: bool) -> None:
+def _lift_callback_url(scope: MutableMapping[str, Any]) -> None:
+    """Move ``?callback_url=`` out of the query string into the scope, before any response starts: the
+    access logs (uvicorn's, Airflow's) print the query string, and a callback URL may carry the receiver's
+    token. They read this same scope, so they see the query without it."""
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    urls = [value for name, value in pairs if name == "callback_url"]
+    if urls:
+        scope[CALLBACK_SCOPE_KEY] = urls[-1]  # the last, as a query parameter would be
+        scope["query_string"] = urlencode([(n, v) for n, v in pairs if n != "callback_url"]).encode("latin-1")
+
+
+async def _check_callback(url: str, policy: callbacks.Policy) -> None:
     try:
-        await run_in_threadpool(callbacks.check_url, url, allow_private)  # it may resolve a host name
+        await run_in_threadpool(callbacks.check_url, url, policy)  # it may resolve a host name
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
 
@@ -346,7 +370,7 @@ class _Multipart:
 
 
 async def _receive_multipart(request: Request, data_root: Path, key_id: str, max_bytes: int,
-                             callback_url: str | None, allow_private: bool) -> uploads.Upload:
+                             callback_url: str | None, policy: callbacks.Policy) -> uploads.Upload:
     if python_multipart is None:  # pragma: no cover
         raise HTTPException(415, "multipart needs python-multipart on the server; send the raw body with X-Filename")
     _, params = parse_options_header(request.headers["content-type"])
@@ -373,7 +397,7 @@ async def _receive_multipart(request: Request, data_root: Path, key_id: str, max
             raise HTTPException(400, "no complete file part in the form")
         callback_url = callback_url or form.fields.get("callback_url") or None
         if callback_url is not None:
-            await _check_callback(callback_url, allow_private)
+            await _check_callback(callback_url, policy)
         return await writer.commit(callback_url)
     finally:
         if incoming is not None:
@@ -381,8 +405,14 @@ async def _receive_multipart(request: Request, data_root: Path, key_id: str, max
 
 
 def _poll_callbacks(data_root: Path, seconds: float, stop: threading.Event, options: dict[str, Any]) -> None:
-    while not stop.wait(seconds):
-        try:
-            callbacks.notify_pending(data_root, **options)
-        except Exception:  # a shared folder gone for a moment must not end the poller for good
-            log.exception("calling back finished uploads failed; trying again in %s s", seconds)
+    """Every ``seconds``, hand finished uploads to a few threads (:class:`callbacks.Pool`): a slow or
+    dead receiver holds one of them, never the round, nor other keys' callbacks."""
+    pool = callbacks.Pool()
+    try:
+        while not stop.wait(seconds):
+            try:
+                callbacks.notify_pending(data_root, pool=pool, **options)
+            except Exception:  # a shared folder gone for a moment must not end the poller for good
+                log.exception("calling back finished uploads failed; trying again in %s s", seconds)
+    finally:
+        pool.close(wait=False)
