@@ -82,6 +82,12 @@ KONSPEKT_COMPOSE_E2E=1 KONSPEKT_CI_ARTIFACTS="$ARTIFACTS" HF_HUB_OFFLINE=1 SE_OF
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e/compose ${PYTEST_ARGS:-}
 phase "compose tests"
 
+# 5b. A lost Fernet key (issue 30, item 9) on the same database: airflow-init again with other keys in .env
+#     and airflow.cfg gone, no rebuild; the stack is left up on the last key, which .env then holds.
+KONSPEKT_LOST_KEY_E2E=1 KONSPEKT_CI_ARTIFACTS="$ARTIFACTS" HF_HUB_OFFLINE=1 \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e/compose/test_lost_fernet_key.py ${PYTEST_ARGS:-}
+phase "lost fernet key"
+
 # 6. The celery profile on the same stack: CeleryExecutor, Redis, two workers with engines of their own
 #    (tests/e2e/compose/test_celery.py kills one mid-transcription). KONSPEKT_CI_CELERY=0 skips it.
 if [ "${KONSPEKT_CI_CELERY:-1}" != 0 ]; then

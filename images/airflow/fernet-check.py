@@ -75,11 +75,10 @@ def check(session: Any, fernet: Any, say: Callable[[str], None] = print,
           refuse: Callable[[str], None] = print) -> int:
     """Find what ``fernet`` (every known key) cannot open: drop the transient rows (``say`` tells), or change
     nothing and ``refuse`` with the way out (LOCKED_OUT) when a stored connection or variable is among them."""
-    from sqlalchemy import delete, select, update
-
     from airflow.models import Connection, TaskInstance, Trigger, Variable
     from airflow.utils import timezone
     from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import delete, select, update
 
     opens = _opens(fernet)
 

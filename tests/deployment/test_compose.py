@@ -488,7 +488,8 @@ def test_redis_and_the_registry_ask_for_a_login_from_env(compose, tmp_path):
     assert "' 401 '" in " ".join(registry["healthcheck"]["test"])  # healthy = answers, and asks for a login
     for name in ("registry-auth", "image-publisher", "worker"):
         env = raw[name]["environment"]
-        assert env["REGISTRY_USER"] == "${REGISTRY_USER:-konspekt}" and env["REGISTRY_PASSWORD"] == "${REGISTRY_PASSWORD:-}"
+        assert env["REGISTRY_USER"] == "${REGISTRY_USER:-konspekt}", name
+        assert env["REGISTRY_PASSWORD"] == "${REGISTRY_PASSWORD:-}", name
     publish = (ROOT / "images" / "publish.sh").read_text()
     assert 'docker login --username "${REGISTRY_USER:-konspekt}" --password-stdin' in publish
     worker = (ROOT / "images" / "airflow" / "worker-entrypoint.sh").read_text()

@@ -145,3 +145,59 @@ def transcript_wer(out: Path) -> float:
 
 def unique(prefix: str) -> str:
     return f"{prefix} {uuid.uuid4().hex[:6]}"
+
+
+# --- what a service's container can reach (issue 30, item 2: the networks) -----------------------------
+
+PROBE = r"""
+import json, socket, sys
+out = {}
+for target in json.loads(sys.argv[1]):
+    host, port = target.rsplit(":", 1)
+    try:
+        addresses = sorted({a[4][0] for a in socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)})
+    except socket.gaierror:
+        out[target] = "unresolved"
+        continue
+    results = []
+    for address in addresses:
+        s = socket.socket()
+        s.settimeout(3)
+        try:
+            s.connect((address, int(port)))
+            results.append("open")
+        except socket.timeout:
+            results.append("timeout")
+        except OSError as exc:
+            results.append(type(exc).__name__)
+        finally:
+            s.close()
+    out[target] = "open" if "open" in results else ",".join(sorted(set(results)))
+print(json.dumps(out))
+"""
+
+
+def reach(service: str, *targets: str) -> dict[str, str]:
+    """host:port -> "open", or why not ("unresolved", "timeout", "ConnectionRefusedError", ...), as seen
+    from inside ``service``'s (first) container: a TCP connect to every address the name resolves to."""
+    proc = compose("exec", "-T", service, "python", "-c", PROBE, json.dumps(list(targets)), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def addresses(service: str) -> list[str]:
+    """Every IPv4 address of the service's running containers, on every network they are on."""
+    out = []
+    for cid in compose("ps", "-q", service).stdout.split():
+        each = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        proc = subprocess.run(["docker", "inspect", "-f", each, cid], capture_output=True, text=True, check=True)
+        out += proc.stdout.split()
+    return out
+
+
+def unreachable_from(service: str, targets: dict[str, int]) -> dict[str, str]:
+    """The services in ``targets`` (name -> port), by name and by each of their addresses, that ``service``
+    CAN open: empty when none of them is reachable from it."""
+    probes = [f"{name}:{port}" for name, port in targets.items()]
+    probes += [f"{address}:{port}" for name, port in targets.items() for address in addresses(name)]
+    return {target: result for target, result in reach(service, *probes).items() if result == "open"}

@@ -9,12 +9,24 @@ still published, once, and the killed transcription finished on the other worker
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import urllib.parse
 
 import pytest
-from compose_stack import DATA, VIDEO_TIMEOUT, Api, api, compose, drop, stack, unique, wait_for  # noqa: F401 (fixtures)
+from compose_stack import (  # noqa: F401 (api, stack: fixtures)
+    DATA,
+    VIDEO_TIMEOUT,
+    Api,
+    api,
+    compose,
+    drop,
+    stack,
+    unique,
+    unreachable_from,
+    wait_for,
+)
 
 from konspekt.sample import SCRIPT, speak, word_error_rate
 
@@ -43,6 +55,50 @@ def task_tries(api: Api, run_id: str, task_id: str, map_index: int) -> list[dict
     path = (f"/api/v2/dags/lecture_to_pdf/dagRuns/{urllib.parse.quote(run_id, safe='')}"
             f"/taskInstances/{task_id}/{map_index}/tries")
     return api.call("GET", path)["task_instances"]
+
+
+# Run in a worker (on the celery network): Redis without and with the password, the registry's /v2/ without
+# a login, with a wrong one and with REGISTRY_USER/REGISTRY_PASSWORD.
+LOGINS = r"""
+import base64, json, os, socket, urllib.error, urllib.parse, urllib.request
+
+def redis(*commands):
+    with socket.create_connection(("redis", 6379), timeout=10) as s:
+        replies = []
+        for command in commands:
+            s.sendall(command.encode() + b"\r\n")
+            replies.append(s.recv(200).decode().strip())
+        return replies
+
+def registry(login=None):
+    request = urllib.request.Request("http://registry:5000/v2/")
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+password = urllib.parse.urlsplit(os.environ["AIRFLOW__CELERY__BROKER_URL"]).password
+user = os.environ["REGISTRY_USER"]
+print(json.dumps({"redis": redis("PING"), "redis_with_password": redis("AUTH " + password, "PING"),
+                  "registry": registry(), "registry_wrong_login": registry(user + ":wrong"),
+                  "registry_login": registry(user + ":" + os.environ["REGISTRY_PASSWORD"])}))
+"""
+
+
+def test_redis_and_the_registry_ask_for_a_login_and_the_api_server_reaches_neither(stack):
+    """Issue 30, item 2: the broker and the registry are behind logins (from .env), and the api-server has no
+    network in common with them (nor with docker-proxy), by name or by address."""
+    assert unreachable_from("airflow-apiserver", {"redis": 6379, "registry": 5000, "docker-proxy": 2375}) == {}
+    proc = compose("exec", "-T", "worker", "python", "-c", LOGINS, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["redis"][0].startswith("-NOAUTH"), seen  # an unauthenticated PING
+    assert seen["redis_with_password"] == ["+OK", "+PONG"], seen
+    assert seen["registry"] == 401 and seen["registry_wrong_login"] == 401, seen  # anonymous: refused
+    assert seen["registry_login"] == 200, seen
 
 
 def test_eight_lectures_on_two_workers_survive_one_killed_mid_transcription(api, stack, tmp_path_factory):
