@@ -10,10 +10,13 @@ import hmac
 import json
 import logging
 import os
+import re
 import socket
 import stat
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from api_helpers import age, finish, keys, root  # noqa: F401 (fixtures)
@@ -240,6 +243,18 @@ def verify(secret: str, body: bytes, header: str, tolerance: float = 300) -> boo
     fields = dict(part.split("=", 1) for part in header.split(","))
     expected = hmac.new(secret.encode(), fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - int(fields["t"])) < tolerance
+
+
+def test_the_readme_shows_a_receiver_how_to_verify_a_callback():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = re.search(r"```python\n( *import hashlib, hmac, time\n.*?)```", readme, re.S).group(1)
+    namespace: dict = {}
+    exec(textwrap.dedent(snippet), namespace)
+    readme_verify, body, now = namespace["verify"], b'{"id": "x", "state": "published"}', int(time.time())
+    assert readme_verify("kpcb_secret", body, callbacks.sign("kpcb_secret", body, now))
+    assert not readme_verify("kpcb_secret", body + b" ", callbacks.sign("kpcb_secret", body, now))
+    assert not readme_verify("kpcb_other", body, callbacks.sign("kpcb_secret", body, now))
+    assert not readme_verify("kpcb_secret", body, callbacks.sign("kpcb_secret", body, now - 600))  # a replay
 
 
 def test_callbacks_are_signed_with_the_keys_secret(hook_factory, root, keys):  # noqa: F811
