@@ -40,6 +40,11 @@ class _BuiltWhenServed:
                 allow_private_callbacks=settings.api_private_callbacks,
                 callback_hosts=settings.api_callback_hosts,
                 callback_poll_seconds=settings.api_callback_poll_seconds or None,
+                min_free_bytes=int(settings.min_free_gb * 1e9),
+                max_concurrent_uploads=settings.api_max_concurrent_uploads,
+                max_bytes_per_day=int(settings.api_max_gb_per_day * 1e9),
+                idle_timeout=settings.api_idle_timeout_seconds,
+                docs=settings.api_docs,
             )
         return self._app
 

@@ -170,6 +170,16 @@ class Settings:
     api_keys_file: str = field(default_factory=lambda: _env("API_KEYS_FILE", ""))
     api_callback_poll_seconds: float = field(default_factory=lambda: float(_env("API_CALLBACK_POLL_SECONDS", "10")))
     api_private_callbacks: bool = field(default_factory=lambda: _flag("API_PRIVATE_CALLBACKS", False))
+    # Upload limits (429 past them, with Retry-After): uploads of one key at once (0: any), and GB one key
+    # may send in 24 hours (every byte received, kept or not; 0: no limit). A client that sends nothing
+    # for IDLE_TIMEOUT seconds is dropped (408). The disk of input/ keeps MIN_FREE_GB free: an upload that
+    # would leave less is refused (507) and nothing of it kept.
+    api_max_concurrent_uploads: int = field(default_factory=lambda: int(_env("API_MAX_CONCURRENT_UPLOADS", "2")))
+    api_max_gb_per_day: float = field(default_factory=lambda: float(_env("API_MAX_GB_PER_DAY", "50")))
+    api_idle_timeout_seconds: float = field(default_factory=lambda: float(_env("API_IDLE_TIMEOUT_SECONDS", "60")))
+    min_free_gb: float = field(default_factory=lambda: float(_env("MIN_FREE_GB", "2")))
+    # /konspekt/docs, /redoc and /openapi.json: off, as the docs pages load scripts from a CDN on the UI's origin
+    api_docs: bool = field(default_factory=lambda: _flag("API_DOCS", False))
     # ... and, when set, the only hosts callbacks may go to (comma-separated; *.example.org: any name below)
     api_callback_hosts: str = field(default_factory=lambda: _env("API_CALLBACK_HOSTS", ""))
     fs_conn_id: str = "konspekt_data"

@@ -5,7 +5,8 @@ compared in constant time against the stored hash. The store is one JSON file
 (``<data_root>/api/keys.json`` by default), mode 0600, replaced atomically; it holds no key's secret.
 It does hold each key's callback secret as it is (callbacks are signed with it, so a hash would not
 do): made at ``create``, replaced by ``konspekt keys callback-secret ID``.
-There is no default key: an empty or missing store lets nobody in.
+There is no default key: an empty or missing store lets nobody in, nor does a damaged one
+(:class:`StoreDamaged`: a truncated file is never read as no keys or written over).
 """
 
 from __future__ import annotations
@@ -139,13 +140,29 @@ def verify(store: Path, header_value: str | None) -> KeyRecord | None:
     return record if ok and record is not None and record.active else None
 
 
+class StoreDamaged(Exception):
+    """The key file is there but cannot be read (truncated, not JSON, not ours): nobody gets in, and
+    nothing writes over it, until someone repairs it."""
+
+
 def _load(store: Path) -> list[KeyRecord]:
     try:
         data = json.loads(Path(store).read_text(encoding="utf-8"))
+        keys = [KeyRecord(**{f: k.get(f) for f in ("id", "owner", "hash", "created", "revoked", "callback_secret")})
+                for k in data.get("keys", [])]
     except FileNotFoundError:
         return []
-    return [KeyRecord(**{f: k.get(f) for f in ("id", "owner", "hash", "created", "revoked", "callback_secret")})
-            for k in data.get("keys", [])]
+    except (OSError, ValueError, TypeError, AttributeError) as exc:  # ValueError: not JSON, not UTF-8
+        raise StoreDamaged(_damaged(store, f"{type(exc).__name__}: {exc}")) from exc
+    for key in keys:
+        if not all(isinstance(v, str) for v in (key.id, key.owner, key.hash, key.created)):
+            raise StoreDamaged(_damaged(store, f"the entry of key {key.id!r} lacks a field"))
+    return keys
+
+
+def _damaged(store: Path, why: str) -> str:
+    return (f"the API key file {store} is damaged ({why}); restore it from a backup, or move it aside "
+            "and create new keys with `konspekt keys create --owner NAME` (the old keys then stop working)")
 
 
 def _save(store: Path, keys: list[KeyRecord]) -> None:

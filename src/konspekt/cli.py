@@ -83,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip() + "\n\ncommands: " + ", ".join(sorted(known)), file=sys.stderr)
         return 0 if argv and argv[0] in {"-h", "--help"} else 2
     if argv[0] == "keys":
-        return keys(argv[1:])
+        from konspekt.apikeys import StoreDamaged
+
+        try:
+            return keys(argv[1:])
+        except StoreDamaged as exc:  # what is wrong and how to repair it, not a traceback
+            print(f"konspekt keys: {exc}", file=sys.stderr)
+            return 1
     module = importlib.import_module(known[argv[0].replace("_", "-")])
     return module.main(argv[1:])
 

@@ -21,9 +21,11 @@ The rules that keep the watch folder safe:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
+import json
 import logging
 import os
 import re
@@ -53,6 +55,14 @@ log = logging.getLogger(__name__)
 
 class TooLarge(Exception):
     """The upload ran past ``max_bytes``; nothing of it is kept."""
+
+
+class NoSpace(Exception):
+    """The upload would leave the disk of ``input/`` with less free space than it must keep; nothing is kept."""
+
+
+class Busy(Exception):
+    """The key has as many uploads in flight as it may have."""
 
 
 @dataclass
@@ -246,10 +256,17 @@ def _link_unique(tmp: Path, folder: Path, name: str) -> str:
 
 class Incoming:
     """One upload in flight: ``write`` its chunks, then ``commit``; leaving the ``with`` block any
-    other way (an error, a client that went away, :class:`TooLarge`) removes everything of it."""
+    other way (an error, a client that went away, :class:`TooLarge`, :class:`NoSpace`) removes everything of it.
 
-    def __init__(self, data_root: Path, filename: str, key_id: str, max_bytes: int) -> None:
+    ``min_free_bytes``: the disk of ``input/`` keeps this much free, checked before the first byte
+    (with ``expected_size`` more, the size the client announced) and before each write. The temp file
+    is flocked while it is written: :func:`sweep_temps` (in any process) never takes an upload in flight.
+    """
+
+    def __init__(self, data_root: Path, filename: str, key_id: str, max_bytes: int, *,
+                 min_free_bytes: int = 0, expected_size: int = 0) -> None:
         self.data_root, self.key_id, self.max_bytes = Path(data_root), key_id, max_bytes
+        self.min_free_bytes = min_free_bytes
         self.original_name = printable(filename or "")
         self.input_name = clean_name(filename)
         self.id = uuid.uuid4().hex
@@ -257,8 +274,10 @@ class Incoming:
         self._hash = hashlib.sha256()
         folder = self.data_root / "input"
         folder.mkdir(parents=True, exist_ok=True)
+        check_space(folder, min_free_bytes, expected_size)
         self.tmp = folder / f"{TEMP_PREFIX}{self.id}{TEMP_SUFFIX}"
         self._fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
 
     def __enter__(self) -> Incoming:
         return self
@@ -272,19 +291,23 @@ class Incoming:
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise TooLarge(f"over the limit of {self.max_bytes} bytes")
+        check_space(self.tmp.parent, self.min_free_bytes, len(chunk))  # others fill the disk too
         self._hash.update(chunk)
         view = memoryview(chunk)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(f"the disk of {self.tmp.parent} is full") from exc
+            raise
 
     def commit(self, callback_url: str | None = None) -> Upload:
         """Make the upload a file of ``input/`` (a new name, never one that exists) and record it."""
         if self._fd is None:
             raise RuntimeError("this upload is closed")
         os.fsync(self._fd)  # the bytes are on disk before the watch folder can see a name
-        os.close(self._fd)
-        self._fd = None
-        st = self.tmp.stat()
+        st = os.fstat(self._fd)
         upload = Upload(self.id, self.key_id, self.original_name, "", self.size, self._hash.hexdigest(),
                         datetime.now(timezone.utc).isoformat(timespec="seconds"), (st.st_dev, st.st_ino),
                         callback_url)
@@ -302,13 +325,29 @@ class Incoming:
             raise
         _fsync_dir(self.tmp.parent)
         self.tmp.unlink()
+        self._close()  # and its lock only now: the temp name is gone, no sweep can mistake it for a leftover
         return upload
 
     def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+        self._close()
+
+    def _close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self.tmp.unlink(missing_ok=True)
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged process may still write on the disk of ``folder``."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def check_space(folder: Path, min_free_bytes: int, more: int = 0) -> None:
+    """Raise :class:`NoSpace` when writing ``more`` bytes would leave less than ``min_free_bytes`` free."""
+    if min_free_bytes > 0 and free_bytes(folder) - more < min_free_bytes:
+        raise NoSpace(f"the disk of {folder} keeps {min_free_bytes} bytes free")
 
 
 def receive(stream: Iterable[bytes], filename: str, data_root: Path, key_id: str, max_bytes: int,
@@ -326,17 +365,107 @@ def receive(stream: Iterable[bytes], filename: str, data_root: Path, key_id: str
 
 
 def sweep_temps(data_root: Path, older_than: float = 24 * 3600) -> list[Path]:
-    """Remove temp files a killed server left in ``input/`` (hidden, so no one else will)."""
+    """Remove half uploads nobody writes any more: temp files in ``input/`` (hidden, so no one else
+    will) older than ``older_than`` seconds whose writer is gone. An upload in flight, in any process,
+    holds an flock on its file (:class:`Incoming`), however slowly its bytes come."""
     removed = []
     folder = Path(data_root) / "input"
     for path in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}") if folder.is_dir() else []:
         try:
-            if time.time() - path.lstat().st_mtime > older_than:
+            if time.time() - path.lstat().st_mtime > older_than and not _in_flight(path):
                 path.unlink()
                 removed.append(path)
         except OSError:
             continue
     return removed
+
+
+def _in_flight(path: Path) -> bool:
+    """Whether a writer holds the temp file's lock (a writer that died let go of it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False  # a link, or gone: no upload writes there
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+# --- what a key may use -----------------------------------------------------------------------
+
+class Slot:
+    """One of a key's upload slots, held until :meth:`release` (or the process ends: the kernel drops
+    the flock). Slots are files ``api/slots/<key>.<n>``, so every worker process of the server sees them."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def take_slot(data_root: Path, key_id: str, limit: int) -> Slot:
+    """A free one of the key's ``limit`` slots (0: no limit), or :class:`Busy`."""
+    if limit <= 0:
+        return Slot(None)
+    folder = Path(data_root) / "api" / "slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(limit):
+        fd = os.open(folder / f"{key_id}.{n}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return Slot(fd)
+    raise Busy(f"{limit} uploads of this key are in flight")
+
+
+def usage_file(data_root: Path, key_id: str) -> Path:
+    return Path(data_root) / "api" / "usage" / f"{key_id}.json"
+
+
+def bytes_today(data_root: Path, key_id: str, now: float | None = None) -> int:
+    """Bytes the key sent in the last 24 hours (by the hour), kept or not."""
+    with _usage(data_root, key_id, now) as hours:
+        return sum(hours.values())
+
+
+def count_bytes(data_root: Path, key_id: str, received: int, now: float | None = None) -> None:
+    """Add ``received`` bytes to the key's hour. Every byte counts, kept or not: uploads cut off
+    (or refused) on purpose cost the disk and the network as much."""
+    with _usage(data_root, key_id, now) as hours:
+        hour = str(int((time.time() if now is None else now) // 3600))
+        hours[hour] = hours.get(hour, 0) + received
+
+
+@contextlib.contextmanager
+def _usage(data_root: Path, key_id: str, now: float | None) -> Iterator[dict[str, int]]:
+    """The key's bytes by hour within the last 24 (a small JSON file), flocked; written back as changed."""
+    path = usage_file(data_root, key_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    oldest = int((time.time() if now is None else now) // 3600) - 23
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "r+", encoding="utf-8") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        text = file.read()
+        try:
+            stored = {str(int(h)): int(n) for h, n in (json.loads(text) if text else {}).items()}
+        except (ValueError, TypeError, AttributeError):  # a crash between truncate and write
+            log.warning("%s is damaged; counting this key's bytes afresh", path)
+            stored = {}
+        hours = {h: n for h, n in stored.items() if int(h) >= oldest}
+        yield hours
+        if hours != stored:
+            file.seek(0)
+            file.truncate()
+            file.write(json.dumps(hours))
 
 
 def _fsync_dir(folder: Path) -> None:

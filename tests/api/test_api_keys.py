@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import stat
 
+import pytest
+
 from konspekt import apikeys, cli
 
 
@@ -70,3 +72,19 @@ def test_the_cli_creates_lists_and_revokes(tmp_path, capsys):
     assert cli.main(["keys", "--store", store, "list"]) == 0
     assert "revoked" in capsys.readouterr().out
     assert "keys" in cli.commands()
+
+
+def test_a_damaged_store_is_never_read_as_no_keys_nor_written_over(tmp_path, capsys):
+    store = tmp_path / "keys.json"
+    _, token = apikeys.create(store, "alice")
+    whole = store.read_text()
+    store.write_text(whole[:len(whole) // 2])  # a full disk, a copy cut short
+    for call in (lambda: apikeys.verify(store, token), lambda: apikeys.list_keys(store),
+                 lambda: apikeys.create(store, "bob"), lambda: apikeys.revoke(store, "0" * 16)):
+        with pytest.raises(apikeys.StoreDamaged, match="konspekt keys create"):
+            call()
+    assert store.read_text() == whole[:len(whole) // 2]  # nothing wrote over it
+    for args in (["list"], ["create", "--owner", "bob"]):
+        assert cli.main(["keys", "--store", str(store), *args]) == 1
+        err = capsys.readouterr().err
+        assert f"{store} is damaged" in err and "restore it from a backup" in err and "Traceback" not in err
