@@ -71,6 +71,8 @@ _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 # "2130706433", "0x7f.1", "0177.0.0.1", "127.1": what inet_aton takes for 127.0.0.1. A real name's
 # last label is never a number, so a host ending in one is an address, and must be written a.b.c.d.
 _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
+# A container's name: <project>-<service>-<n> (compose v2) or <project>_<service>_<n> (v1)
+_CONTAINER_NAME = re.compile(rf"[a-z0-9_.-]+[-_]({'|'.join(re.escape(s) for s in sorted(COMPOSE_SERVICES))})[-_][0-9]+")
 _SERVICE_LOOKUP_SECONDS, _SERVICE_CACHE_SECONDS = 2.0, 60.0
 
 log = logging.getLogger(__name__)
@@ -177,10 +179,9 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _internal_name(host: str) -> bool:
-    services = "|".join(re.escape(s) for s in sorted(COMPOSE_SERVICES))
     return (host in COMPOSE_SERVICES or host in INTERNAL_NAMES or host.endswith(".localhost")
             or host.startswith("airflow-")  # any Airflow service a later compose file adds
-            or re.fullmatch(rf"[a-z0-9_.-]+[-_]({services})[-_][0-9]+", host) is not None)  # a container's name
+            or _CONTAINER_NAME.fullmatch(host) is not None)
 
 
 def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[Any]:
@@ -202,14 +203,15 @@ def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[Any
 
 def _refused_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: Policy) -> str | None:
     """Why a callback may not go to ``address``; None if it may."""
-    for carried in _carried(address):
+    carried_addresses = _carried(address)
+    for carried in carried_addresses:
         if (carried.is_loopback or carried.is_link_local or carried.is_unspecified or carried.is_multicast
                 or carried.is_reserved or carried in _THIS_NETWORK):
             return "a loopback, link-local, multicast or reserved address"
         if not policy.allow_private and not carried.is_global:
             return "a local or private address (KONSPEKT_API_PRIVATE_CALLBACKS allows a LAN)"
-    if policy.allow_private and not address.is_global:  # a service's address is private; only then is it here
-        service = _SERVICES.name_of(address)
+    if policy.allow_private and not all(a.is_global for a in carried_addresses):  # a service's address is private
+        service = next(filter(None, (_SERVICES.name_of(a) for a in carried_addresses)), None)
         if service:
             return f"the address of {service}, a service of this deployment"
     return None

@@ -103,9 +103,11 @@ def test_a_name_with_a_compose_services_address_is_refused(net):  # noqa: F811
     net.name("postgres", "172.18.0.2")
     net.name("innocent.example", "172.18.0.5")
     net.name("nas.example", "172.18.0.9")
+    net.name("mapped.example", "::ffff:172.18.0.5")
     private = callbacks.Policy(allow_private=True)
-    with pytest.raises(ValueError, match="docker-proxy"):
-        callbacks.check_url("http://innocent.example/hook", private)
+    for name in ("innocent.example", "mapped.example"):
+        with pytest.raises(ValueError, match="docker-proxy"):
+            callbacks.check_url(f"http://{name}/hook", private)
     with pytest.raises(ValueError, match="postgres"):
         callbacks.check_url("http://172.18.0.2/", private)
     assert callbacks.check_url("http://nas.example/hook", private) == "http://nas.example/hook"
