@@ -63,8 +63,9 @@ INTERNAL_NAMES = frozenset({
     "localhost", "host.docker.internal", "gateway.docker.internal", "metadata", "metadata.google.internal",
     "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
 # Docker's API (2375, 2376 with TLS, 2377 swarm), etcd (2379, 2380), the Kubernetes API (6443) and the
-# kubelet (10250; 10255 read-only), kube-proxy (10256), controller manager (10257) and scheduler (10259).
-CONTROL_PORTS = frozenset({2375, 2376, 2377, 2379, 2380, 6443, 10250, 10255, 10256, 10257, 10259})
+# kubelet (10250; 10255 read-only), kube-proxy (10256), controller managers (10257, the cloud's 10258) and
+# the scheduler (10259).
+CONTROL_PORTS = frozenset({2375, 2376, 2377, 2379, 2380, 6443, 10250, 10255, 10256, 10257, 10258, 10259})
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # Linux connects 0.x.x.x to this machine
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
