@@ -2,7 +2,8 @@
 
     python -m konspekt.sample OUT.mp4 [--minutes 10] [--voice en-us]
 
-The script is known, so a transcript of the result can be scored (see :func:`word_error_rate`).
+The script is known, so a transcript of the result can be scored (:func:`word_error_rate`, from
+:mod:`konspekt.wer`: jiwer and Whisper's normaliser, the ``test`` extra).
 :func:`speak_dataset` makes a small training dataset the same way (``make demo-train``, the tests).
 """
 
@@ -18,6 +19,8 @@ import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from konspekt.wer import normalise_words, word_error_rate  # noqa: F401  (scored the one way: konspekt.wer)
 
 SCRIPT = (
     "Welcome to this lecture on the water cycle. "
@@ -163,22 +166,6 @@ def speak_dataset(folder: Path, phrases: Sequence[str] = JARGON, voices: Sequenc
         writer.writeheader()
         writer.writerows({"file_name": name, "text": text} for name, (text, _, _) in zip(names, said))
     return folder
-
-
-def normalise_words(text: str) -> list[str]:
-    return re.findall(r"[\w']+", text.lower())
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Levenshtein distance over words, divided by the reference length."""
-    ref, hyp = normalise_words(reference), normalise_words(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i]
-        for j, h in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1] / max(len(ref), 1)
 
 
 def main(argv: list[str] | None = None) -> int:

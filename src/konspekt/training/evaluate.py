@@ -1,8 +1,9 @@
 """evaluate: word error rate on the validation split, before (base model) and after (fine-tuned).
 
 Both models decode the same shard features greedily from faster-whisper's prompt, so the
-numbers compare the weights and nothing else. A sample of training clips is scored after
-training too: on a tiny dataset it tells "learned nothing" from "does not generalise yet".
+numbers compare the weights and nothing else; WER is :mod:`konspekt.wer`'s (jiwer, Whisper's
+normaliser), as published figures are. A sample of training clips is scored after training too:
+on a tiny dataset it tells "learned nothing" from "does not generalise yet".
 The ``control`` split (general speech the dataset marks as never trained on, see read_data)
 is scored before and after as well: what the fine-tune cost outside its domain.
 """
@@ -13,11 +14,11 @@ import argparse
 
 from konspekt.devices import pick_device
 from konspekt.layout import RunDir, write_json
-from konspekt.sample import normalise_words, word_error_rate
 from konspekt.stage import main_for
 from konspekt.training import TrainLog, add_model_args, base_model
 from konspekt.training.train import EncodedClips, ShardData
 from konspekt.training.whisper import greedy_decode, load_model, load_processor
+from konspekt.wer import corpus_score
 
 
 def transcribe_split(model_dir: str, data: ShardData, processor, device: str, batch_size: int,
@@ -48,11 +49,10 @@ def transcribe_split(model_dir: str, data: ShardData, processor, device: str, ba
     return pairs
 
 
-def corpus_wer(pairs: list[tuple[str, str]]) -> float:
-    """Word errors over all references / their total words (long clips weigh more, as in jiwer)."""
-    words = [len(normalise_words(ref)) for ref, _ in pairs]
-    errors = sum(word_error_rate(ref, hyp) * max(n, 1) for (ref, hyp), n in zip(pairs, words))
-    return errors / max(sum(words), 1)
+def corpus_wer(pairs: list[tuple[str, str]], language: str | None = "en") -> float:
+    """Word errors over all references / their total words (long clips weigh more, as in jiwer), with the
+    project's one normaliser (:mod:`konspekt.wer`: Whisper's, so comparable to published figures)."""
+    return corpus_score(pairs, language).wer
 
 
 def run(run: RunDir, args: argparse.Namespace) -> dict:
@@ -80,7 +80,7 @@ def run(run: RunDir, args: argparse.Namespace) -> dict:
         if not pairs:
             log.line(f"eval {when}: no {split} examples")
             continue
-        wer = corpus_wer(pairs)
+        wer = corpus_wer(pairs, args.language)
         report.setdefault(split, {})[when] = {"wer": round(wer, 4), "examples": len(pairs),
                                               "samples": [{"reference": r, "hypothesis": h} for r, h in pairs[:20]]}
         log.line(f"eval {when} training: {split} WER {wer:.3f} on {len(pairs)} clips "
