@@ -1,13 +1,18 @@
 """Checks every transcribe output must pass, whichever backend made it: the JSON schema,
-time order, and subtitles a player accepts (numbered, well-formed, readable, never overlapping)."""
+time order, and subtitles a player accepts (parsed by the ``srt`` and ``webvtt-py`` libraries: numbered,
+well-formed, readable, never overlapping)."""
 
 from __future__ import annotations
 
+import html
+import io
 import json
 import re
 from pathlib import Path
 
 import jsonschema
+import srt
+import webvtt
 
 from konspekt.contracts import Transcript
 from konspekt.sample import normalise_words
@@ -43,12 +48,7 @@ TRANSCRIPT_SCHEMA = {
 }
 
 LABEL = re.compile(r"^\[[^\]]+\] ")  # a speaker label opening a cue
-CUE = re.compile(r"^(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)$")
 MAX_LINE = 60  # characters a subtitle line may have (they aim at 42)
-
-
-def _seconds(h, m, s, ms) -> float:
-    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
 
 
 def check_transcript(path: Path) -> Transcript:
@@ -65,36 +65,38 @@ def check_transcript(path: Path) -> Transcript:
     return t
 
 
-def _cues(text: str, vtt: bool) -> list[tuple[float, float, list[str]]]:
-    blocks = text.strip("\n").split("\n\n")
-    if vtt:
-        assert blocks[0] == "WEBVTT"
-        blocks = blocks[1:]
-    cues = []
-    for number, block in enumerate(blocks, 1):
-        lines = block.split("\n")
-        if not vtt:
-            assert lines[0] == str(number), block
-            lines = lines[1:]
-        match = CUE.match(lines[0])
-        assert match, block
-        g = match.groups()
-        assert 1 <= len(lines[1:]) <= 2 and all(0 < len(line) <= MAX_LINE for line in lines[1:]), block
-        cues.append((_seconds(*g[:4]), _seconds(*g[4:]), lines[1:]))
-    return cues
+def srt_cues(text: str) -> list[tuple[float, float, list[str]]]:
+    """The cues of an SRT file as the ``srt`` library (what players' parsers agree with) reads them, strictly:
+    numbered from 1, nothing it would have to skip."""
+    cues = list(srt.parse(text, ignore_errors=False))
+    assert [c.index for c in cues] == list(range(1, len(cues) + 1))
+    assert srt.compose(cues, reindex=False).strip() == text.strip(), "written back, the same file"
+    return [(round(c.start.total_seconds(), 3), round(c.end.total_seconds(), 3), c.content.split("\n")) for c in cues]
+
+
+def vtt_cues(text: str) -> list[tuple[float, float, list[str]]]:
+    """The cues of a WebVTT file as ``webvtt-py`` reads them, their text unescaped as a player shows it."""
+    assert text.startswith("WEBVTT\n\n")
+    captions = webvtt.from_buffer(io.StringIO(text))
+    assert len(captions) == text.count(" --> "), "every cue parsed, none swallowed by the one before"
+    return [(_vtt_seconds(c.start), _vtt_seconds(c.end), [html.unescape(line) for line in c.lines]) for c in captions]
+
+
+def _vtt_seconds(stamp: str) -> float:
+    h, m, s = stamp.split(":")
+    return round(int(h) * 3600 + int(m) * 60 + float(s), 3)
 
 
 def check_subtitles(video_dir: Path, transcript: Transcript) -> list[tuple[float, float, list[str]]]:
-    srt = (video_dir / "transcript.srt").read_text(encoding="utf-8")
+    srt_text = (video_dir / "transcript.srt").read_text(encoding="utf-8")
     vtt = (video_dir / "transcript.vtt").read_text(encoding="utf-8")
-    assert vtt.startswith("WEBVTT\n\n")
-    srt_cues, vtt_cues = _cues(srt, vtt=False), _cues(vtt, vtt=True)
-    assert [(a, b) for a, b, _ in srt_cues] == [(a, b) for a, b, _ in vtt_cues]
-    for a, b, _ in srt_cues:
-        assert a < b
-    for (_, end, _), (start, _, _) in zip(srt_cues, srt_cues[1:]):
+    by_srt, by_vtt = srt_cues(srt_text), vtt_cues(vtt)
+    assert by_srt == by_vtt, "the two formats hold the same cues: times and text"
+    for a, b, lines in by_srt:
+        assert a < b and 1 <= len(lines) <= 2 and all(0 < len(line) <= MAX_LINE for line in lines), (a, b, lines)
+    for (_, end, _), (start, _, _) in zip(by_srt, by_srt[1:]):
         assert end <= start, "cues never overlap"
-    said = " ".join(LABEL.sub("", " ".join(lines)) for _, _, lines in srt_cues)
+    said = " ".join(LABEL.sub("", " ".join(lines)) for _, _, lines in by_srt)
     assert normalise_words(said) == normalise_words(transcript.text), "subtitles hold every word, in order"
 
     rows = (video_dir / "transcript.tsv").read_text(encoding="utf-8").splitlines()
@@ -106,4 +108,4 @@ def check_subtitles(video_dir: Path, transcript: Transcript) -> list[tuple[float
     txt = (video_dir / "transcript.txt").read_text(encoding="utf-8")
     spoken = [line for line in txt.splitlines() if not (diarized and re.fullmatch(r"\S+:", line))]
     assert normalise_words(" ".join(spoken)) == normalise_words(transcript.text)
-    return srt_cues
+    return by_srt

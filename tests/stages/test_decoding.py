@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from conftest import new_video_dir
-from transcript_checks import check_transcript
+from transcript_checks import check_transcript, srt_cues, vtt_cues
 
 from konspekt import registry
 from konspekt.asr import subtitles
@@ -16,7 +15,6 @@ from konspekt.sample import SCRIPT, word_error_rate
 from konspekt.stage import make_parser
 from konspekt.stages import extract_audio, transcribe
 
-CUE = re.compile(r"^(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)$")
 PROMPT, HOTWORDS = "A lecture on the water cycle: water, evaporation, clouds, rain.", "water"
 
 
@@ -29,15 +27,6 @@ def lecture_dir(tmp_path_factory, lecture_mp4):
 
 def run_stage(video_dir, *args) -> int:
     return transcribe.main(["--video-dir", str(video_dir), *map(str, args)])
-
-
-def srt_cues(text: str) -> list[tuple[float, float, list[str]]]:
-    out = []
-    for block in text.strip("\n").split("\n\n"):
-        number, times, *lines = block.split("\n")
-        g = [int(x) for x in CUE.match(times).groups()]
-        out.append((g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000, g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000, lines))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +60,7 @@ def test_subtitle_limits_are_hard(prompted, lecture_dir):
         assert 0 < end - start <= 3.0 + 1e-9, (start, end, lines)
     said = " ".join(line for _, _, lines in cues for line in lines)
     assert said.split() == t.text.split()  # every word, in order
-    vtt = (lecture_dir / "transcript.vtt").read_text(encoding="utf-8")
-    assert [len(b.strip().split("\n")) for b in vtt.split("\n\n")[1:] if b.strip()] == [2] * len(cues)
+    assert vtt_cues((lecture_dir / "transcript.vtt").read_text(encoding="utf-8")) == cues
 
 
 def test_other_options_are_not_fresh(prompted, lecture_dir, tiny_en_model, capsys):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import new_video_dir
+from transcript_checks import srt_cues, vtt_cues
 from konspekt import packaged
 from konspekt.asr.backend import resolve_whisper
 from konspekt.deployment import DEFAULTS, LOCAL_DEFAULTS, default
@@ -111,7 +112,7 @@ def test_base_detects_a_german_lecture_and_transcribes_it_in_german(tmp_path, me
     assert transcribe.main(["--video-dir", str(video_dir), "--model", "base", "--language", "auto"]) == 0
     t = json.loads((video_dir / "transcript.json").read_text(encoding="utf-8"))
     assert t["language"] == "de" and t["language_probability"] >= 0.9, t["language_probability"]
-    assert word_error_rate(GERMAN, " ".join(s["text"] for s in t["segments"])) <= 0.35
+    assert word_error_rate(GERMAN, " ".join(s["text"] for s in t["segments"]), "de") <= 0.35
     assert not t["warnings"]
     assert stage_result(video_dir)["details"]["english_only_model"] is False
 
@@ -126,9 +127,10 @@ def test_a_russian_lecture_with_the_language_forced_comes_out_in_cyrillic(tmp_pa
     assert t["language"] == "ru"
     assert sum("а" <= c.lower() <= "я" for c in text) > 0.8 * sum(c.isalpha() for c in text), text
     # synthetic Russian: recognisable, with many errors (WER 0.3-0.8 by speed and batching; garbage is ~1)
-    assert "поговорим" in text.lower() and word_error_rate(RUSSIAN, text) <= 0.85, text
-    srt = (video_dir / "transcript.srt").read_text(encoding="utf-8")
-    assert any("а" <= c <= "я" for c in srt)
+    assert "поговорим" in text.lower() and word_error_rate(RUSSIAN, text, "ru") <= 0.85, text
+    cues = srt_cues((video_dir / "transcript.srt").read_text(encoding="utf-8"))
+    assert any("а" <= c <= "я" for _, _, lines in cues for line in lines for c in line)
+    assert vtt_cues((video_dir / "transcript.vtt").read_text(encoding="utf-8")) == cues
 
 
 # -- an English-only model on another language ----------------------------------------------------

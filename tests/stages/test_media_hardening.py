@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ffmpeg, new_video_dir
+from transcript_checks import srt_cues
 from konspekt import media
 from konspekt.stages import extract_audio
 from konspekt.training import read_data
@@ -348,4 +349,4 @@ def test_a_joined_lecture_keeps_its_subtitles_in_time_with_the_video(tmp_path, c
     spoken = next(w["start"] for w in words if "second" in w["text"].lower())  # "The second part ..."
     # the hole left in: "second" about 0.3 s into its part; without it, 2 s early, inside the hole
     assert second_part_at <= spoken <= second_part_at + 1.2, (spoken, second_part_at, words)
-    assert "-->" in (video_dir / "transcript.srt").read_text()
+    assert srt_cues((video_dir / "transcript.srt").read_text(encoding="utf-8"))

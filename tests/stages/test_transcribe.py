@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from conftest import ROOT, new_video_dir
-from transcript_checks import check_subtitles, check_transcript
+from transcript_checks import check_subtitles, check_transcript, srt_cues, vtt_cues
 
 from konspekt import asr
 from konspekt.asr import subtitles
@@ -135,9 +135,27 @@ def test_cues_are_readable_and_never_overlap(tmp_path):
     assert all(len(line) <= 60 for _, _, text in cues for line in text.split("\n"))
     assert all(text.count("\n") <= 1 for _, _, text in cues)
     assert all(b - a <= subtitles.MAX_CUE_SECONDS + 2.5 for a, b, _ in cues)
-    srt = subtitles.to_srt(t)
-    assert srt.startswith("1\n00:00:00,000 --> ") and "\n\n2\n" in srt
-    assert subtitles.to_vtt(t).startswith("WEBVTT\n\n00:00:00.000 --> ")
+    assert srt_cues(subtitles.to_srt(t)) == vtt_cues(subtitles.to_vtt(t))
+    assert [(a, b, "\n".join(lines)) for a, b, lines in srt_cues(subtitles.to_srt(t))] == [
+        (round(a, 3), round(b, 3), text) for a, b, text in cues]
+
+
+def test_subtitles_keep_markup_arrows_ampersands_and_cyrillic(tmp_path):
+    """What was said comes back from both files as a player's parser reads them (``srt``, ``webvtt-py``): in
+    WebVTT ``<b>`` would be a tag, ``&`` a character reference and ``-->`` a timing line, unless escaped."""
+    said = ["Write <b>bold</b> & <i>this</i> here.", "Then a --> b, and x<y>z &amp; more.",
+            "Привет, мир: ёжик <тег> & «кавычки».", "A > B and C < D"]
+    segments = [Segment(i, 2.0 * i, 2.0 * i + 1.5, text, _words(text, 2.0 * i, 2.0 * i + 1.5))
+                for i, text in enumerate(said)]
+    t = Transcript("en", 0.9, 10.0, "m", segments)
+    vtt = subtitles.to_vtt(t)
+    assert "<b>" not in vtt and "a --> b" not in vtt and "&amp;amp;" in vtt
+    by_srt, by_vtt = srt_cues(subtitles.to_srt(t)), vtt_cues(vtt)
+    assert by_srt == by_vtt and [" ".join(lines) for _, _, lines in by_vtt] == said
+    check_dir = new_video_dir(tmp_path)
+    for ext, text in subtitles.render(t).items():
+        (check_dir / f"transcript.{ext}").write_text(text, encoding="utf-8")
+    check_subtitles(check_dir, t)  # the checks every stage run gets, on this text too
 
 
 def test_tsv_is_whisper_layout():

@@ -147,13 +147,23 @@ def cues(transcript: Transcript, style: CueStyle = DEFAULT) -> list[tuple[float,
 
 
 def to_srt(transcript: Transcript, style: CueStyle = DEFAULT) -> str:
+    """SubRip has no escapes: the text is as said (players that read ``<b>`` as a tag do so in any SRT);
+    a cue never holds an empty line, which would end it, as :func:`cues` joins words with single spaces."""
     blocks = [f"{i}\n{timestamp(a)} --> {timestamp(b)}\n{text}\n"
               for i, (a, b, text) in enumerate(cues(transcript, style), 1)]
     return "\n".join(blocks)
 
 
+def vtt_escape(text: str) -> str:
+    """Cue text as WebVTT requires it: ``&``, ``<`` and ``>`` as character references. Unescaped, a player
+    reads ``<b>`` as a tag (and hides it) and ``&`` as the start of one, and a ``-->`` in a cue's text as a
+    timing line (the WebVTT spec forbids it there); escaped, every one shows as said."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def to_vtt(transcript: Transcript, style: CueStyle = DEFAULT) -> str:
-    blocks = [f"{timestamp(a, '.')} --> {timestamp(b, '.')}\n{text}\n" for a, b, text in cues(transcript, style)]
+    blocks = [f"{timestamp(a, '.')} --> {timestamp(b, '.')}\n{vtt_escape(text)}\n"
+              for a, b, text in cues(transcript, style)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
