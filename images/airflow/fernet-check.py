@@ -11,6 +11,10 @@ airflow-init with a bare traceback and every other service with it.
   defers again. Those no key opens are dropped, and said so; the tasks deferred on them are scheduled
   to start over (their trigger row's delete would otherwise delete them too: the foreign key cascades).
   Connection-test requests no key opens are dropped the same way.
+- A task that defers through the execution API (the watch folder's sensor) stores its trigger's
+  kwargs as plain JSON, which Airflow reads as it is, but which `rotate-fernet-key` cannot "decrypt":
+  it stopped on them with InvalidToken whenever a key changed, lost or not. When a rotation follows
+  (airflow.cfg lists more than one key), they are encrypted with the first key first.
 - **Stored connections and variables** are the user's: one that no key opens stops the start, with a
   message naming the database volume and both ways out (the old key back into AIRFLOW_FERNET_KEY, or
   `make compose-purge`). Nothing is changed then.
@@ -26,6 +30,11 @@ from collections.abc import Callable
 from typing import Any
 
 LOCKED_OUT = 3
+
+
+def plain(kwargs: str | None) -> bool:
+    """A trigger's kwargs stored unencrypted (JSON), as the execution API stores a deferring task's."""
+    return bool(kwargs) and kwargs.lstrip().startswith("{")
 
 
 def _opens(fernet: Any) -> Callable[[str | None], bool]:
@@ -60,21 +69,22 @@ def locked_out_message(connections: list[str], variables: list[str]) -> str:
     return "\n".join([
         "airflow-init: Airflow's database holds secrets that no Fernet key here opens:",
         *(f"  {line}" for line in what),
-        f"They were encrypted with a key this checkout no longer has: {_volume()} outlived it",
-        "(a new clone in a folder of the same name reuses that volume; or airflow/config/airflow.cfg was lost).",
+        f"A key this checkout no longer has encrypted them: {_volume()} outlived that key",
+        "(a new clone in a folder of the same name reuses the volume; or airflow/config/airflow.cfg was lost).",
         "Nothing was changed. Two ways out:",
         "  1. Restore the old key: set AIRFLOW_FERNET_KEY=<the old key> in .env (the old .env's AIRFLOW_FERNET_KEY,",
         "     or the fernet_key line of the old airflow/config/airflow.cfg), then `make compose-up` again;",
-        "     the stored secrets are then re-encrypted with it.",
+        "     airflow-init then re-encrypts the stored secrets with it.",
         "  2. Or start afresh: `make compose-purge` deletes the stack's volumes (that database with its runs,",
         "     connections, variables and users; the built images), then `make compose-up`.",
     ])
 
 
-def check(session: Any, fernet: Any, say: Callable[[str], None] = print,
+def check(session: Any, fernet: Any, rotating: bool, say: Callable[[str], None] = print,
           refuse: Callable[[str], None] = print) -> int:
     """Find what ``fernet`` (every known key) cannot open: drop the transient rows (``say`` tells), or change
-    nothing and ``refuse`` with the way out (LOCKED_OUT) when a stored connection or variable is among them."""
+    nothing and ``refuse`` with the way out (LOCKED_OUT) when a stored connection or variable is among them.
+    ``rotating``: `airflow rotate-fernet-key` follows, so plain trigger rows get encrypted for it."""
     from airflow.models import Connection, TaskInstance, Trigger, Variable
     from airflow.utils import timezone
     from airflow.utils.state import TaskInstanceState
@@ -95,8 +105,15 @@ def check(session: Any, fernet: Any, say: Callable[[str], None] = print,
         refuse(locked_out_message(sorted(connections), sorted(variables)))
         return LOCKED_OUT
 
-    lost = [trigger_id for trigger_id, kwargs in session.execute(select(Trigger.id, Trigger.encrypted_kwargs))
-            if not opens(kwargs)]
+    triggers = session.execute(select(Trigger.id, Trigger.encrypted_kwargs)).all()
+    lost = [trigger_id for trigger_id, kwargs in triggers if not plain(kwargs) and not opens(kwargs)]
+    unencrypted = [(trigger_id, kwargs) for trigger_id, kwargs in triggers if plain(kwargs)]
+    if rotating and unencrypted:  # what rotate-fernet-key would stop on
+        for trigger_id, kwargs in unencrypted:
+            session.execute(update(Trigger).where(Trigger.id == trigger_id).values(
+                encrypted_kwargs=fernet.encrypt(kwargs.encode("utf-8")).decode("utf-8"))
+                .execution_options(synchronize_session=False))
+        say(f"airflow-init: encrypted {len(unencrypted)} trigger row(s) stored as plain JSON, for the key rotation")
     if lost:
         deferred = session.execute(
             select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.run_id).where(
@@ -143,14 +160,16 @@ def check(session: Any, fernet: Any, say: Callable[[str], None] = print,
 
 
 def main() -> int:
+    from airflow.configuration import conf
     from airflow.models.crypto import get_fernet
     from airflow.utils.session import create_session
 
     fernet = get_fernet()
     if not fernet.is_encrypted:  # no key: airflow-init has already refused to start
         return 0
+    rotating = "," in conf.get("core", "fernet_key", fallback="")  # airflow-init rotates only then
     with create_session() as session:  # one transaction: committed at the end, nothing on an error
-        return check(session, fernet, say=lambda text: print(text, flush=True),
+        return check(session, fernet, rotating, say=lambda text: print(text, flush=True),
                      refuse=lambda text: print(text, file=sys.stderr, flush=True))
 
 
