@@ -30,7 +30,7 @@ help:
 	@echo "make compose-purge take the stack down and delete its volumes: the database, built and pushed images (a fresh start)"
 	@echo "make compose-e2e the stack up, then browser/watch-folder/training/restart tests against it (root; CI)"
 	@echo "make test-concurrency  twenty videos at once through a real scheduler; pools bound the stages (~6 min)"
-	@echo "make bench       benchmarks, not tests (~50 min): 1, 10, 60 min lectures, throughput, detection; BENCH_ARGS=\"--lengths 1,10 --docker unix:///var/run/docker.sock\""
+	@echo "make bench       benchmarks, not tests (~50 min): 1, 10, 60 min lectures, throughput, detection; BENCH_ARGS=\"--lengths 1,10 --docker unix:///var/run/docker.sock\"; real speech (../shared/data/real-speech-dev): REAL_SPEECH_ARGS=\"--repeat 4\""
 
 system-deps:
 	@missing=""; for b in ffmpeg ffprobe espeak-ng pdftotext; do command -v $$b >/dev/null || missing=1; done; \
@@ -111,3 +111,4 @@ compose-e2e: install
 # Benchmarks (issue 8), not part of the tests.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) bench/real_speech.py $(REAL_SPEECH_ARGS)
