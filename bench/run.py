@@ -122,7 +122,7 @@ def lecture(minutes: int) -> Path:
 
 
 def wer(minutes: int, hypothesis: str) -> float:
-    """Word error rate against the spoken script (konspekt.wer: jiwer, linear memory, so the 60-minute lecture too)."""
+    """Word error rate against the spoken script (konspekt.wer: jiwer, linear memory: the 60-minute one too)."""
     from konspekt.sample import lecture_text, word_error_rate
     return word_error_rate(lecture_text(minutes), hypothesis)
 
