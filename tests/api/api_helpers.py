@@ -5,12 +5,17 @@ in tests/), and a second conftest.py would shadow it. Each test module imports t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from konspekt import apikeys, webapi
@@ -22,6 +27,34 @@ def age(path: Path, seconds: float = 60) -> None:
     """As if the file had been lying there a while: a claim takes it at once."""
     old = time.time() - seconds
     os.utime(path, (old, old))
+
+
+@contextlib.contextmanager
+def served(app) -> Iterator[int]:
+    """``app`` under a real uvicorn on a loopback port; yields the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def rss() -> int:
+    """This process's resident memory now (client and server both live in it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
 
 
 def finish(video_dir: Path, statuses: dict[str, str]) -> None:

@@ -7,7 +7,6 @@ the app called as an ASGI server calls it (to see how much of a body it read), o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import select
@@ -20,8 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from api_helpers import age, keys, root  # noqa: F401 (fixtures)
+from api_helpers import age, keys, root, rss, served  # noqa: F401 (fixtures)
 from fastapi.testclient import TestClient
 
 from konspekt import uploads, webapi
@@ -153,33 +151,6 @@ def test_a_malformed_form_is_a_400_with_a_plain_message(root, keys, content_type
     assert response.status_code == 400, response.text
     assert "Traceback" not in response.text and response.json()["detail"]
     assert leftovers(root) == []
-
-
-@contextlib.contextmanager
-def served(app):
-    """``app`` under uvicorn on a loopback port; yields the port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def open_upload(port: int, key: str, head: dict[str, str] | None = None) -> socket.socket:

@@ -10,16 +10,14 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from api_helpers import client, keys, root  # noqa: F401 (fixtures)
+from api_helpers import served as serve
 from fastapi.testclient import TestClient
 
 from konspekt import webapi
@@ -80,20 +78,8 @@ def test_the_limiter_counts_by_address_and_key_id():
 @pytest.fixture
 def served(root, keys):
     """The app under uvicorn on a loopback port; yields its base URL."""
-    app = webapi.create_app(root, keys.store, max_bytes=1 << 20)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve(webapi.create_app(root, keys.store, max_bytes=1 << 20)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

@@ -6,15 +6,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from api_helpers import keys, root  # noqa: F401 (fixtures)
+from api_helpers import keys, root, rss, served  # noqa: F401 (fixtures)
 
 from konspekt import uploads, webapi
 
@@ -24,29 +21,8 @@ MiB = 1 << 20
 @pytest.fixture
 def server(root, keys):
     """The app served on a loopback port; yields its base URL."""
-    app = webapi.create_app(root, keys.store, max_bytes=3 << 30)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not instance.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    instance.should_exit = True
-    thread.join(10)
-    sock.close()
-
-
-def rss_bytes() -> int:
-    """This process's resident memory now (client and server both live in it)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    with served(webapi.create_app(root, keys.store, max_bytes=3 << 30)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def wait_until(condition, seconds=10.0):
@@ -82,12 +58,12 @@ def test_a_client_that_goes_away_mid_upload_leaves_nothing(server, keys, root, c
 def test_a_2_gb_upload_streams_with_bounded_memory(server, keys, root):
     total, chunk = 2 * 1024 * MiB, bytes(MiB)
     expected = hashlib.sha256()
-    peak, stop = [rss_bytes()], threading.Event()
+    peak, stop = [rss()], threading.Event()
     baseline = peak[0]
 
     def sample():
         while not stop.wait(0.02):
-            peak[0] = max(peak[0], rss_bytes())
+            peak[0] = max(peak[0], rss())
 
     def zeros():
         for _ in range(total // MiB):
