@@ -201,7 +201,8 @@ def test_a_16_mib_form_of_small_fields_costs_the_server_no_memory(root, keys):
     growth = peak[0] - baseline
     print(f"\nrefused a form of small fields after {sent / KiB:.0f} KiB sent; peak RSS growth {growth / MiB:.1f} MiB")
     assert status == 400
-    assert sent < 4 * MiB  # a few socket buffers' worth, not 16 MiB
+    # How much the client got to send says little: the kernel's socket buffers take up to tcp_rmem + tcp_wmem
+    # (36 MiB on some machines) unread. What the app read is counted in the ASGI test above.
     assert growth < 8 * MiB
     assert leftovers(root) == []
 
