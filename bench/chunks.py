@@ -47,7 +47,7 @@ def lecture(voice: str, speed: int, minutes: float) -> tuple[Path, str]:
 
 
 def batched(model, wav: Path, chunk: int, threads: int) -> str:
-    fw.CHUNK_SECONDS = chunk
+    fw.MAX_WINDOW = chunk  # read by transcribe() at each call
     opts = Options(model="tiny.en", language="en", threads=threads)
     return " ".join(s.text for s in fw.transcribe(wav, opts, model=model).segments)
 

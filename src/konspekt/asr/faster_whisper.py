@@ -1,7 +1,8 @@
 """The faster-whisper backend: CTranslate2 Whisper with its Silero VAD and word timestamps.
 
-Batch size above 1 uses ``BatchedInferencePipeline``: VAD chunks decoded in batches,
-2.6x faster than sequential decoding on 2 CPU cores (see the README's measurements).
+Batch size above 1 uses ``BatchedInferencePipeline``: windows of speech decoded in batches, cut at
+pauses (:mod:`konspekt.asr.chunks`), 2.6x faster than sequential decoding on 2 CPU cores (see the README's
+measurements). A window whose words skip some of its speech is decoded again on its own, sequentially.
 Word times come from Whisper's cross-attention (DTW), so every word has one.
 A window whose text is degenerate (a loop, the wrong script: :mod:`konspekt.asr.quality`) is
 decoded again on its own, sequentially with temperature fallback; what still fails is marked.
@@ -9,19 +10,22 @@ decoded again on its own, sequentially with temperature fallback; what still fai
 
 from __future__ import annotations
 
+import bisect
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from konspekt.asr.audio import SAMPLE_RATE, load_audio, read_wav
 from konspekt.asr.backend import Options, resolve_whisper
-from konspekt.asr.quality import COMPRESSION_RATIO_THRESHOLD, review
+from konspekt.asr.chunks import MAX_WINDOW, Span, holes, pack
+from konspekt.asr.quality import COMPRESSION_RATIO_THRESHOLD, is_hole, review
 from konspekt.contracts import Segment, Transcript, Word
 from konspekt.models import inference_options
 from konspekt.progress import Progress
 
 TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # Whisper's fallback: hotter until the text stops looping
-CHUNK_SECONDS = 29  # batched VAD chunks: a full 30 s window loses its last words (bench/results/2026-12-03.md)
+WRITTEN_WITHOUT_SPACES = {"zh", "yue", "ja", "th", "lo", "my"}  # Whisper's words there join without a space
 
 
 def load_model(opts: Options):
@@ -42,6 +46,15 @@ def vad_parameters(opts: Options, batched: bool) -> dict[str, Any]:
     return {**kept, **{k: v for k, v in given.items() if v is not None}}
 
 
+def speech_spans(audio, opts: Options) -> list[Span]:
+    """Silero's speech, as the batched pipeline would find it (no span longer than a window), in seconds."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    found = get_speech_timestamps(audio, VadOptions(**vad_parameters(opts, batched=True),
+                                                    max_speech_duration_s=MAX_WINDOW))
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in found]
+
+
 def decode_options(opts: Options, batched: bool) -> dict[str, Any]:
     options: dict[str, Any] = {
         "language": opts.language, "task": opts.task, "beam_size": opts.beam_size, "word_timestamps": True,
@@ -53,9 +66,9 @@ def decode_options(opts: Options, batched: bool) -> dict[str, Any]:
     return options
 
 
-def fixed_windows(duration: float, seconds: float = 30.0) -> list[dict[str, float]]:
+def fixed_windows(duration: float, seconds: float = 30.0) -> list[Span]:
     """Without VAD the batched pipeline needs its windows given: back to back, ``seconds`` long."""
-    return [{"start": t, "end": min(t + seconds, duration)} for t in range(0, math.ceil(duration), int(seconds))]
+    return [(t, min(t + seconds, duration)) for t in range(0, math.ceil(duration), int(seconds))]
 
 
 def to_segment(i: int, seg, offset: float = 0.0, limit: float = math.inf) -> Segment:
@@ -65,6 +78,33 @@ def to_segment(i: int, seg, offset: float = 0.0, limit: float = math.inf) -> Seg
         w.start, w.end = round(min(w.start, limit) + offset, 3), round(min(w.end, limit) + offset, 3)
     return Segment(i, round(min(seg.start, limit) + offset, 3), round(min(seg.end, limit) + offset, 3),
                    seg.text.strip(), words, round(seg.avg_logprob, 4), round(seg.no_speech_prob, 4))
+
+
+def with_holes(segments: list[Segment], windows: list[Span], speech: list[Span], language: str) -> list[Segment]:
+    """An empty segment for each stretch of a window's speech that none of its words cover (a sentence
+    skipped, or a window's end or whole text left out), for review() to decode again; a segment with a
+    hole inside is split there, so the text stays in the order it was said."""
+    by_window: dict[int, list[Segment]] = {}
+    for seg in segments:  # the window it was decoded in: the last to start at or before it
+        by_window.setdefault(bisect.bisect_right([a for a, _ in windows], seg.start + 0.01) - 1, []).append(seg)
+    out = by_window.pop(-1, [])  # before the first window (none when windows were given)
+    for i, (a, b) in enumerate(windows):
+        mine = by_window.get(i, [])
+        for x, y in holes([w for s in mine for w in s.words], speech, (a, b)):
+            mine = [part for s in mine for part in split_at(s, x, language)]
+            mine.append(Segment(-1, round(x, 3), round(y, 3), ""))
+        out += mine
+    return sorted(out, key=lambda s: s.start)
+
+
+def split_at(seg: Segment, at: float, language: str) -> list[Segment]:
+    """The segment as its words before ``at`` and those after (one segment when all fall on one side)."""
+    before, after = [w for w in seg.words if w.end <= at], [w for w in seg.words if w.end > at]
+    if not before or not after:
+        return [seg]
+    sep = "" if language in WRITTEN_WITHOUT_SPACES else " "
+    return [replace(seg, end=before[-1].end, words=before, text=sep.join(w.text for w in before)),
+            replace(seg, start=after[0].start, words=after, text=sep.join(w.text for w in after))]
 
 
 def read_window(audio_path: Path, start: float, end: float):
@@ -98,11 +138,20 @@ def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     audio = load_audio(audio_path)
     batched = opts.batch_size > 1
     options = decode_options(opts, batched)
+    speech: list[Span] = []  # where voice activity is known: batched with VAD
+    windows: list[Span] = []
     if batched:
-        if not opts.vad_filter:
-            options["clip_timestamps"] = fixed_windows(len(audio) / SAMPLE_RATE)
+        # our windows, not the pipeline's: cut at pauses, with true times (faster-whisper 1.2.1 restores the
+        # times of its own VAD chunks from the wrong speech list), and the speech kept for review()
+        if opts.vad_filter:
+            speech = speech_spans(audio, opts)
+            windows = pack(speech, MAX_WINDOW)  # none for silence: the pipeline's VAD finds none either
+        else:
+            windows = fixed_windows(len(audio) / SAMPLE_RATE)
+        if windows:
+            options["clip_timestamps"] = [{"start": a, "end": b} for a, b in windows]
         segments_iter, info = BatchedInferencePipeline(model).transcribe(audio, batch_size=opts.batch_size,
-                                                                         chunk_length=CHUNK_SECONDS, **options)
+                                                                         chunk_length=int(MAX_WINDOW), **options)
     else:
         segments_iter, info = model.transcribe(audio, **options)
     del audio  # the pipeline keeps what it still needs
@@ -116,7 +165,10 @@ def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     warnings: list[str] = []
     text_language = "en" if opts.task == "translate" else info.language
     if opts.redecode:
-        segments, warnings = review(segments, text_language, decode_again(model, audio_path, opts, info.language))
+        segments = with_holes(segments, windows, speech, text_language)
+        segments, warnings = review(segments, text_language, decode_again(model, audio_path, opts, info.language),
+                                    speech)
+        segments = [replace(s, id=i) for i, s in enumerate(s for s in segments if not is_hole(s))]
     return Transcript(
         language=info.language, language_probability=round(info.language_probability, 4),
         duration=round(info.duration, 3), model=opts.model, segments=segments,

@@ -5,8 +5,9 @@ Whisper fails in recognisable ways: on noise, music or a voice it cannot place i
 it writes in the script of another language (Latin letters for a Russian lecture). The
 batched decoder has no temperature fallback to catch this, so :func:`review` decodes such a
 window again, and marks what is still not speech instead of publishing it. It also decodes again a
-chunk with far fewer words a second than the rest of the lecture (the batched decoder sometimes stops
-early and drops most of a chunk), keeping the second text only when it says clearly more.
+chunk whose words leave a stretch of its speech uncovered (the batched decoder skipped a sentence:
+:mod:`konspekt.asr.chunks`), or, where voice activity is not known, one with far fewer words a second than
+the rest of the lecture, keeping the second text only when it covers more of the speech, or says clearly more.
 
 Pure functions over text; the second decoding is the caller's (a function passed in).
 """
@@ -17,9 +18,10 @@ import re
 import statistics
 import unicodedata
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from konspekt.asr.chunks import Span, uncovered
 from konspekt.contracts import Segment, log
 
 COMPRESSION_RATIO_THRESHOLD = 2.4  # Whisper's own: above it, decoding is retried at a higher temperature
@@ -37,6 +39,7 @@ REASONS = {
     "wrong_script": "text in a script that does not match the language",
     "no_speech": "probably no speech, only noise",
     "too_few_words": "far fewer words than the rest of the lecture",  # decoded again, never marked
+    "skipped_speech": "speech the text has no words for",  # decoded again, never marked
 }
 
 _LATIN = ("LATIN",)
@@ -137,6 +140,24 @@ def sparse(segments: list[Segment]) -> list[bool]:
             for s in segments]
 
 
+def is_hole(seg: Segment) -> bool:
+    """A placeholder for speech the decoder returned no words for (:func:`konspekt.asr.chunks.holes`)."""
+    return not seg.text and not seg.words and seg.degenerate is None
+
+
+def covers_more(first: list[Segment], second: list[Segment], speech: Sequence[Span]) -> bool:
+    """The second decoding leaves less of the window's speech without words, and says no fewer words."""
+    window = (first[0].start, first[-1].end)
+
+    def gap(part: list[Segment]) -> float:
+        return sum(b - a for a, b in uncovered([w for s in part for w in s.words], speech, window))
+
+    def count(part: list[Segment]) -> int:
+        return sum(len(_words(s.text)) for s in part)
+
+    return gap(second) < gap(first) and count(second) >= count(first)
+
+
 def says_more(first: list[Segment], second: list[Segment]) -> bool:
     """The second decoding has clearly more words than the first (half as many again, and five at least)."""
     before, after = (sum(len(_words(s.text)) for s in part) for part in (first, second))
@@ -166,14 +187,17 @@ def _clock(seconds: float) -> str:
     return f"{m:02d}:{s:02d}"
 
 
-def review(segments: list[Segment], language: str | None,
-           decode_again: DecodeAgain) -> tuple[list[Segment], list[str]]:
+def review(segments: list[Segment], language: str | None, decode_again: DecodeAgain,
+           speech: Sequence[Span] = ()) -> tuple[list[Segment], list[str]]:
     """Segments whose text is degenerate are decoded again (``decode_again``) window by window; what the
-    second decoding still gets wrong is :func:`mark`-ed. A :func:`sparse` segment is decoded again too, and
-    replaced only where the second text :func:`says_more`. Returns the segments, renumbered, and a warning
-    per window that stayed unclear."""
+    second decoding still gets wrong is :func:`mark`-ed. Where ``speech`` (voice activity) is known, a
+    hole (:func:`is_hole`: speech the decoder skipped) is decoded again, and filled where the second text
+    :func:`covers_more` of it; without ``speech``, a :func:`sparse` segment is, and replaced where the second
+    text :func:`says_more`. Returns the segments, renumbered (holes left empty included), and a warning per
+    window that stayed unclear."""
     reasons = [is_degenerate(s.text, language, s.no_speech_prob, s.avg_logprob) for s in segments]
-    few = [short and r is None for short, r in zip(sparse(segments), reasons)]  # plausible text, too little of it
+    gaps = [is_hole(s) for s in segments] if speech else sparse(segments)
+    few = [short and r is None for short, r in zip(gaps, reasons)]  # plausible text, too little of it
     out: list[Segment] = []
     warnings: list[str] = []
     done = 0
@@ -181,12 +205,13 @@ def review(segments: list[Segment], language: str | None,
         out += segments[done:a]
         done = b
         start, end = segments[a].start, segments[b - 1].end
-        why = "too_few_words" if few[a] else reasons[a] or "repetition"
+        why = ("skipped_speech" if speech else "too_few_words") if few[a] else reasons[a] or "repetition"
         log(f"{_clock(start)}–{_clock(end)}: {REASONS[why]}; decoding it again, sequentially with temperature fallback")
         again = [s for s in decode_again(start, end) if s.text.strip()]
         retold = [(s, is_degenerate(s.text, language, s.no_speech_prob, s.avg_logprob)) for s in again]
-        if few[a]:  # real text, only short: the longer reading wins
-            out += again if not any(r for _, r in retold) and says_more(segments[a:b], again) else segments[a:b]
+        if few[a]:  # real text, only short: the fuller reading wins
+            fuller = covers_more(segments[a:b], again, speech) if speech else says_more(segments[a:b], again)
+            out += again if again and not any(r for _, r in retold) and fuller else segments[a:b]
             continue
         if again and not any(r for _, r in retold):
             out += again
