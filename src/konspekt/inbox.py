@@ -634,7 +634,9 @@ def first_problem(results: dict[str, StageResult]) -> tuple[str, str, str] | Non
 
 def outside_hint(reason: str) -> str:
     """What to do about a failure that is not the file's fault."""
-    if "warm" in reason or "not in the cache" in reason:
+    if "language Param" in reason:
+        what = "set the language Param to the lecture's language when you trigger it (language=ru, ...)"
+    elif "warm" in reason or "not in the cache" in reason:
         what = "download the model first (the warm-up: `make warm-cache`, or `docker compose run --rm models`)"
     else:
         what = "fix the cause in the message (a missing model, a full disk, too little memory, a bug)"

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from konspekt.asr import language
 from konspekt.asr.audio import SAMPLE_RATE, load_audio, read_wav
 from konspekt.asr.backend import Options, resolve_whisper
 from konspekt.asr.chunks import MAX_WINDOW, Span, holes, pack
@@ -138,13 +139,19 @@ def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     audio = load_audio(audio_path)
     batched = opts.batch_size > 1
     options = decode_options(opts, batched)
-    speech: list[Span] = []  # where voice activity is known: batched with VAD
+    speech: list[Span] = []  # voice activity, where known
     windows: list[Span] = []
+    choice = None
+    if opts.language is None:  # an unsure guess is checked by decoding, never taken blindly
+        speech = speech_spans(audio, opts)
+        choice = language.choose(model, audio, speech, opts.beam_size)
+        if choice is not None:
+            options["language"] = choice.language
     if batched:
         # our windows, not the pipeline's: cut at pauses, with true times (faster-whisper 1.2.1 restores the
         # times of its own VAD chunks from the wrong speech list), and the speech kept for review()
         if opts.vad_filter:
-            speech = speech_spans(audio, opts)
+            speech = speech or speech_spans(audio, opts)
             windows = pack(speech, MAX_WINDOW)  # none for silence: the pipeline's VAD finds none either
         else:
             windows = fixed_windows(len(audio) / SAMPLE_RATE)
@@ -165,12 +172,15 @@ def transcribe(audio_path: Path, opts: Options, model=None) -> Transcript:
     warnings: list[str] = []
     text_language = "en" if opts.task == "translate" else info.language
     if opts.redecode:
-        segments = with_holes(segments, windows, speech, text_language)
-        segments, warnings = review(segments, text_language, decode_again(model, audio_path, opts, info.language),
-                                    speech)
+        heard = speech if batched and opts.vad_filter else []  # the speech the windows were cut from
+        segments = with_holes(segments, windows, heard, text_language)
+        segments, unclear = review(segments, text_language, decode_again(model, audio_path, opts, info.language),
+                                   heard)
+        warnings += unclear
         segments = [replace(s, id=i) for i, s in enumerate(s for s in segments if not is_hole(s))]
     return Transcript(
-        language=info.language, language_probability=round(info.language_probability, 4),
+        language=info.language,
+        language_probability=round(choice.probability if choice else info.language_probability, 4),
         duration=round(info.duration, 3), model=opts.model, segments=segments,
         backend="faster-whisper", word_timestamps="faster-whisper",
         task=opts.task, decoding=opts.decoding(), warnings=warnings,
