@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     now = datetime.now(timezone.utc)
     result = bench.no_nan({"date": now.isoformat(), "summary": summary(results), "machine": info,
-                           "args": {**vars(args), "data": str(args.data)}, "results": results,
+                           "args": {**vars(args), "data": str(args.data), "cache": str(args.cache)}, "results": results,
                            "joined": {k: {"seconds": v["seconds"], "clips": [Path(c["file"]).stem for c in v["pieces"]]}
                                       for k, v in joined.items()}})
     bench.RESULTS.mkdir(parents=True, exist_ok=True)
