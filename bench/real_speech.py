@@ -172,7 +172,8 @@ def run_scheduler(wav: str, name: str, model: str, args) -> dict:
                     "-i", wav, "-shortest", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage",
                     "-c:a", "aac", "-b:a", "128k", str(mp4)], check=True)
     run = latency.scheduler_e2e([(name, mp4)], model, args.cache, WORK / "scheduler")[0]
-    return {"wall_s": run["wall_s"], "tasks": {t["task"].removeprefix("process."): t["task_s"] for t in run["tasks"]}}
+    return {"wall_s": run["wall_s"], "tasks": {t["task"].removeprefix("process."): t["task_s"] for t in run["tasks"]},
+            "timeline": run["tasks"]}  # per task: from landing, in Airflow, the stage's own seconds
 
 
 def env() -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from konspekt.asr import quality
 from konspekt.asr.chunks import MAX_WINDOW, holes, pack, uncovered
-from konspekt.asr.faster_whisper import split_at, with_holes
+from konspekt.asr.faster_whisper import split_around, with_holes
 from konspekt.contracts import Segment, Word
 
 
@@ -49,7 +49,12 @@ def test_a_span_longer_than_a_window_is_cut_where_it_exceeds():
 
 
 def words_at(*times: tuple[float, float]) -> list[Word]:
-    return [Word(a, b, f"w{i}") for i, (a, b) in enumerate(times)]
+    """Words at these times, where a stretch longer than a word is said as half-second words."""
+    out: list[Word] = []
+    for a, b in times:
+        steps = max(1, round((b - a) / 0.5)) if b - a > 1.0 else 1
+        out += [Word(a + k * (b - a) / steps, a + (k + 1) * (b - a) / steps, f"w{len(out) + k}") for k in range(steps)]
+    return out
 
 
 def test_a_skipped_sentence_is_a_hole_between_the_words_around_it():
@@ -63,6 +68,15 @@ def test_the_end_of_a_window_or_all_of_it_without_words_is_a_hole():
     speech = [(0.0, 6.0), (6.5, 10.0)]
     assert holes(words_at((0.2, 5.8)), speech, (0.0, 10.0)) == [(5.8, 10.0)]  # its last sentence left out
     assert holes([], speech, (0.0, 10.0)) == [(0.0, 10.0)]  # the decoder returned nothing for the window
+
+
+def test_a_word_stretched_over_skipped_speech_covers_nothing_and_is_left_to_the_second_decoding():
+    """Seen with base: "engineer" timed 201.76-208.4 s, over a 13-word sentence the text skipped."""
+    speech = [(0.0, 3.0), (3.0, 8.0)]
+    words = [Word(0.2, 1.0, "Another"), Word(1.0, 7.6, "engineer"), Word(7.6, 8.0, "rushed")]
+    assert holes(words, speech, (0.0, 8.0)) == [(1.0, 7.6)]
+    segment = Segment(0, 0.0, 12.0, "Another engineer rushed", words)
+    assert [s.text for s in split_around(segment, (1.0, 7.6), "en")] == ["Another", "rushed"]
 
 
 def test_short_gaps_and_pauses_are_no_holes():
@@ -83,11 +97,11 @@ def test_a_segment_with_a_hole_inside_is_split_around_it_and_keeps_its_words():
     first = window_segment(0.0, 4.0, "Water evaporates from the sea.")
     later = window_segment(9.0, 12.0, "Then it rains.")
     joined = dataclasses.replace(first, end=12.0, text=first.text + " " + later.text, words=first.words + later.words)
-    before, after = split_at(joined, 6.0, "en")
+    before, after = split_around(joined, (4.5, 8.5), "en")
     assert (before.text, before.end, after.text, after.start) == ("Water evaporates from the sea.", 4.0,
                                                                   "Then it rains.", 9.0)
-    assert split_at(joined, 13.0, "en") == [joined]
-    assert [s.text for s in split_at(joined, 6.0, "ja")] == ["Waterevaporatesfromthesea.", "Thenitrains."]
+    assert split_around(joined, (12.5, 14.0), "en") == [joined]
+    assert [s.text for s in split_around(joined, (4.5, 8.5), "ja")] == ["Waterevaporatesfromthesea.", "Thenitrains."]
 
     out = with_holes([joined], [(0.0, 12.0)], [(0.0, 4.0), (4.5, 8.5), (9.0, 12.0)], "en")
     assert [(s.start, s.end, s.text) for s in out] == [(0.0, 4.0, "Water evaporates from the sea."),
@@ -97,7 +111,8 @@ def test_a_segment_with_a_hole_inside_is_split_around_it_and_keeps_its_words():
 def test_each_segment_belongs_to_one_window_and_a_window_without_one_gets_a_hole():
     windows = [(0.0, 10.0), (10.0, 20.0), (20.5, 30.0)]
     speech = [(0.0, 10.0), (10.0, 20.0), (20.5, 30.0)]
-    a, c = window_segment(0.0, 10.0, "one two three four five six"), window_segment(20.5, 30.0, "seven eight nine ten")
+    a = window_segment(0.0, 10.0, "one two three four five six")
+    c = window_segment(20.5, 30.0, "seven eight nine ten eleven twelve")
     out = with_holes([a, c], windows, speech, "en")
     assert [(s.start, s.text) for s in out] == [(0.0, a.text), (10.0, ""), (20.5, c.text)]
     assert with_holes([a, c], windows, [(0.0, 10.0), (20.5, 30.0)], "en") == [a, c]  # no speech there: no hole

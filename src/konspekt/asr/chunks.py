@@ -24,6 +24,8 @@ Span = tuple[float, float]
 MAX_WINDOW = 29.0  # seconds: a full 30 s window loses its last words (bench/results/2026-12-03.md)
 LOOKBACK = 10.0  # seconds before a full window's end where its cut may fall: at the longest pause there
 UNCOVERED_SECONDS = 1.5  # speech this long without a word: the decoder skipped it (a word is < 1.5 s)
+# A "word" longer than this is no word: the timing (DTW) stretched it over speech the text skipped.
+LONGEST_WORD = 2.0
 
 
 def pack(speech: Sequence[Span], max_seconds: float = MAX_WINDOW, lookback: float = LOOKBACK) -> list[Span]:
@@ -87,9 +89,10 @@ def holes(words: Sequence[Word], speech: Sequence[Span], window: Span,
           least: float = UNCOVERED_SECONDS) -> list[Span]:
     """Where, between two neighbouring words of ``window`` (or before the first, after the last), at least
     ``least`` seconds of speech have no word: the decoder skipped it. Each hole runs from that speech's
-    start to its end."""
+    start to its end. A word longer than :data:`LONGEST_WORD` covers nothing."""
     found: list[Span] = []
-    edges = [window[0], *(t for w in sorted(words, key=lambda w: w.start) for t in (w.start, w.end)), window[1]]
+    words = sorted((w for w in words if w.end - w.start <= LONGEST_WORD), key=lambda w: w.start)
+    edges = [window[0], *(t for w in words for t in (w.start, w.end)), window[1]]
     for after, before in zip(edges[::2], edges[1::2]):  # the word-free stretches: (end of one, start of next)
         gap = uncovered([], speech, (after, before))
         if sum(b - a for a, b in gap) >= least:

@@ -92,20 +92,23 @@ def with_holes(segments: list[Segment], windows: list[Span], speech: list[Span],
     for i, (a, b) in enumerate(windows):
         mine = by_window.get(i, [])
         for x, y in holes([w for s in mine for w in s.words], speech, (a, b)):
-            mine = [part for s in mine for part in split_at(s, x, language)]
+            mine = [part for s in mine for part in split_around(s, (x, y), language)]
             mine.append(Segment(-1, round(x, 3), round(y, 3), ""))
         out += mine
     return sorted(out, key=lambda s: s.start)
 
 
-def split_at(seg: Segment, at: float, language: str) -> list[Segment]:
-    """The segment as its words before ``at`` and those after (one segment when all fall on one side)."""
-    before, after = [w for w in seg.words if w.end <= at], [w for w in seg.words if w.end > at]
-    if not before or not after:
-        return [seg]
-    sep = "" if language in WRITTEN_WITHOUT_SPACES else " "
-    return [replace(seg, end=before[-1].end, words=before, text=sep.join(w.text for w in before)),
-            replace(seg, start=after[0].start, words=after, text=sep.join(w.text for w in after))]
+def split_around(seg: Segment, hole: Span, language: str) -> list[Segment]:
+    """The segment's words before ``hole`` and those after it, as two segments; a word inside it (one the
+    timing stretched over the skipped speech) is left to the hole's second decoding."""
+    (x, y), sep = hole, "" if language in WRITTEN_WITHOUT_SPACES else " "
+    before, after = [w for w in seg.words if w.end <= x], [w for w in seg.words if w.start >= y]
+    if len(before) + len(after) == len(seg.words) and not (before and after):
+        return [seg]  # wholly on one side of the hole
+    parts = [replace(seg, end=before[-1].end, words=before, text=sep.join(w.text for w in before))] if before else []
+    if after:
+        parts.append(replace(seg, start=after[0].start, words=after, text=sep.join(w.text for w in after)))
+    return parts
 
 
 def read_window(audio_path: Path, start: float, end: float):
