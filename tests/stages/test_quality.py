@@ -201,42 +201,32 @@ def test_a_window_that_stays_degenerate_is_marked_and_reported(lecture_dir, tiny
 
 
 
-def test_a_chunk_the_decoder_cut_short_is_decoded_again(lecture_dir, tiny_en_model, tmp_path, monkeypatch, capsys):
-    """The batched decoder sometimes stops early in a chunk (seen: 17 words for 29 s of speech); the stage
-    sees speech no word covers, hears that chunk again and gets its words back."""
+def cut_short(segments, clip_timestamps):
+    """The first chunk stops after four words (seen: 17 words for 29 s of speech)."""
+    assert len(segments) >= 2 and segments[0].end - segments[0].start >= quality.SPARSE_SECONDS
+    cut = " ".join(segments[0].text.split()[:4])
+    return [dataclasses.replace(segments[0], text=cut, words=segments[0].words[:4]), *segments[1:]]
+
+
+def returned_nothing(segments, clip_timestamps):
+    """Seen on real speech: on a change of voice the decoder went straight to end-of-text for a window."""
+    assert len(clip_timestamps) >= 2 and len(segments) >= 2
+    return segments[1:]
+
+
+@pytest.mark.parametrize("first_pass", [cut_short, returned_nothing])
+def test_a_window_whose_speech_the_decoder_skipped_is_heard_again(first_pass, lecture_dir, tiny_en_model, tmp_path,
+                                                                  monkeypatch, capsys):
+    """The stage finds the window's speech that no word covers, decodes it again and gets its words back."""
     from faster_whisper import BatchedInferencePipeline
 
     real = BatchedInferencePipeline.transcribe
 
-    def stops_early(self, audio, **kwargs):
+    def transcribe_(self, audio, **kwargs):
         segments, info = real(self, audio, **kwargs)
-        segments = list(segments)
-        assert len(segments) >= 2 and segments[0].end - segments[0].start >= quality.SPARSE_SECONDS
-        cut = " ".join(segments[0].text.split()[:4])
-        return iter([dataclasses.replace(segments[0], text=cut, words=segments[0].words[:4]), *segments[1:]]), info
+        return iter(first_pass(list(segments), kwargs["clip_timestamps"])), info
 
-    monkeypatch.setattr(BatchedInferencePipeline, "transcribe", stops_early)
-    video_dir = copy_of(lecture_dir, tmp_path)
-    assert transcribe.main(["--video-dir", str(video_dir), "--model", tiny_en_model]) == 0
-    assert "speech the text has no words for; decoding it again" in capsys.readouterr().err
-    t = check_transcript(video_dir / "transcript.json")
-    assert word_error_rate(SCRIPT, t.text) <= 0.2 and t.warnings == []
-
-def test_a_window_the_decoder_returned_nothing_for_is_heard_again(lecture_dir, tiny_en_model, tmp_path,
-                                                                   monkeypatch, capsys):
-    """Seen on real speech: on a change of voice the batched decoder went straight to end-of-text for a
-    whole window. The stage finds that window's speech without words and decodes it again."""
-    from faster_whisper import BatchedInferencePipeline
-
-    real = BatchedInferencePipeline.transcribe
-
-    def drops_a_window(self, audio, **kwargs):
-        segments, info = real(self, audio, **kwargs)
-        segments = list(segments)
-        assert len(kwargs["clip_timestamps"]) >= 2 and len(segments) >= 2
-        return iter(segments[1:]), info
-
-    monkeypatch.setattr(BatchedInferencePipeline, "transcribe", drops_a_window)
+    monkeypatch.setattr(BatchedInferencePipeline, "transcribe", transcribe_)
     video_dir = copy_of(lecture_dir, tmp_path)
     assert transcribe.main(["--video-dir", str(video_dir), "--model", tiny_en_model]) == 0
     assert "speech the text has no words for; decoding it again" in capsys.readouterr().err

@@ -7,8 +7,9 @@ Two causes, two fixes, both measured on real recordings:
 
 - :func:`pack` cuts windows at the longest pause near their end, not at whatever pause comes when the
   window is full, so a window rarely ends inside a sentence;
-- :func:`uncovered` finds the speech (by voice activity) that no word of a window covers; a window with a
-  stretch of it is decoded again (:func:`konspekt.asr.quality.review`).
+- :func:`holes` finds the speech (by voice activity) that no word of a window covers; each hole is decoded
+  again on its own and spliced in (:func:`konspekt.asr.faster_whisper.with_holes`,
+  :func:`konspekt.asr.quality.review`).
 
 Times are seconds in the recording; spans are ``(start, end)`` tuples. Pure functions.
 """

@@ -88,7 +88,7 @@ def with_holes(segments: list[Segment], windows: list[Span], speech: list[Span],
     by_window: dict[int, list[Segment]] = {}
     for seg in segments:  # the window it was decoded in: the last to start at or before it
         by_window.setdefault(bisect.bisect_right([a for a, _ in windows], seg.start + 0.01) - 1, []).append(seg)
-    out = by_window.pop(-1, [])  # before the first window (none when windows were given)
+    out = by_window.pop(-1, [])  # in no window: all of them when there are none (sequential decoding)
     for i, (a, b) in enumerate(windows):
         mine = by_window.get(i, [])
         for x, y in holes([w for s in mine for w in s.words], speech, (a, b)):
